@@ -1,0 +1,18 @@
+//! # tsm-gp — the GlobalPlatform protocol core
+//!
+//! Everything the TSM says to a secure element, as data: TLV and APDU encoding, status words,
+//! the cryptography of GP secure channels, SCP02 and SCP03 for both the host and the card side,
+//! key diversification, typed GP commands and response parsers, and CAP files.
+//!
+//! This crate performs no I/O. Transports (PC/SC readers, the simulated SE, the SERAM device
+//! API) live elsewhere and only move the bytes this crate produces.
+
+pub mod apdu;
+pub mod codec;
+pub mod hex;
+pub mod sw;
+pub mod tlv;
+
+pub use apdu::{CommandApdu, ResponseApdu};
+pub use codec::{Codec, DecodeError, Reader};
+pub use sw::StatusWord;
