@@ -10,9 +10,17 @@
 pub mod apdu;
 pub mod codec;
 pub mod hex;
+pub mod recording;
 pub mod sw;
 pub mod tlv;
 
 pub use apdu::{CommandApdu, ResponseApdu};
 pub use codec::{Codec, DecodeError, Reader};
 pub use sw::StatusWord;
+
+/// The repository's `testdata/` folder (third-party vectors used as test fixtures). For tests
+/// and examples only; nothing in the library reads it.
+#[doc(hidden)]
+pub fn testdata_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
+}
