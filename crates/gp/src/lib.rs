@@ -9,6 +9,7 @@
 
 pub mod apdu;
 pub mod codec;
+pub mod crypto;
 pub mod hex;
 pub mod recording;
 pub mod sw;
