@@ -12,6 +12,7 @@ pub mod codec;
 pub mod crypto;
 pub mod hex;
 pub mod recording;
+pub mod scp;
 pub mod sw;
 pub mod tlv;
 
