@@ -74,3 +74,16 @@ mod tests {
         assert!(matches!(decode("0G"), Err(HexError::InvalidChar { ch: 'G', pos: 1 })));
     }
 }
+
+/// `#[serde(with = "tsm_gp::hex::serde")]` for `Vec<u8>` fields written as hex strings.
+pub mod serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::encode(bytes))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::decode(&s).map_err(serde::de::Error::custom)
+    }
+}

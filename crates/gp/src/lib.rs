@@ -11,6 +11,7 @@ pub mod apdu;
 pub mod codec;
 pub mod crypto;
 pub mod hex;
+pub mod profile;
 pub mod recording;
 pub mod scp;
 pub mod sw;
