@@ -8,6 +8,7 @@
 //! API) live elsewhere and only move the bytes this crate produces.
 
 pub mod apdu;
+pub mod cap;
 pub mod codec;
 pub mod crypto;
 pub mod hex;
