@@ -1,3 +1,43 @@
-fn main() {
-    println!("tsm");
+//! `tsm`: the Trusted Service Manager command.
+
+mod cmd;
+mod error;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// tsm — an open Trusted Service Manager for GlobalPlatform secure elements.
+///
+/// Puts payment, transit and ID applications onto the secure elements of phones over the air
+/// and manages them for life. This command also carries the tools an SE engineer reaches for.
+#[derive(Parser, Debug)]
+#[command(name = "tsm", version, about, long_about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Inspect CAP files (package, applets, imports, load file hashes).
+    #[command(subcommand)]
+    Cap(cmd::cap::CapCmd),
+    /// Key check values and key diversification.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Cap(c) => cmd::cap::run(c),
+        Command::Keys(c) => cmd::keys::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit)
+        }
+    }
 }

@@ -1,0 +1,4 @@
+//! One module per `tsm` subcommand group.
+
+pub mod cap;
+pub mod keys;
