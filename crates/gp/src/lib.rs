@@ -11,6 +11,7 @@ pub mod apdu;
 pub mod cap;
 pub mod codec;
 pub mod crypto;
+pub mod gp;
 pub mod hex;
 pub mod profile;
 pub mod recording;
