@@ -78,7 +78,7 @@ pub struct CalendarDate {
 
 impl CalendarDate {
     pub fn is_leap(year: u16) -> bool {
-        (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+        (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
     }
     fn month_lengths(year: u16) -> [u16; 12] {
         [31, if Self::is_leap(year) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
@@ -681,13 +681,12 @@ impl Codec for CardCapabilities {
         let mut cc = CardCapabilities::default();
         let mut body = outer.value;
         // Known broken encoding: the object wrapped in a second 67 (accept exactly that shape).
-        if let Ok(all) = tlv::parse_all(body) {
-            if let [only] = all.as_slice() {
-                if only.tag.0 == 0x67 {
-                    body = only.value;
-                    cc.double_wrapped = true;
-                }
+        match tlv::parse_all(body).as_deref() {
+            Ok([only]) if only.tag.0 == 0x67 => {
+                body = only.value;
+                cc.double_wrapped = true;
             }
+            _ => {}
         }
         let privs = |v: &[u8]| Privileges::from_bytes(v).map_err(|e| DecodeError::invalid(W, e.to_string()));
         for t in TlvIter::new(body) {

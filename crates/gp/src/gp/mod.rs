@@ -31,7 +31,7 @@ pub use privileges::{Privilege, Privileges};
 pub use put_key::{PutKey, PutKeyComponent, PutKeyResponse};
 pub use select::{Fci, Select};
 pub use set_status::{SetStatus, SetStatusScope};
-pub use status::{GetStatus, GetStatusPager, PagerStep, RegistryEntry, StatusFormat, StatusScope};
+pub use status::{GetStatus, GetStatusPager, PagerStep, RegistryEntry, SearchCriteria, StatusFormat, StatusScope};
 pub use store_data::StoreData;
 
 use crate::apdu::CommandApdu;

@@ -46,46 +46,100 @@ pub enum StatusFormat {
 }
 
 /// GET STATUS command.
+///
+/// The search criteria are kept as sent (`4F` AID or prefix, optional `5C` tag list, other
+/// criteria): the data field re-encodes exactly even when a host got a length wrong (pySim's
+/// test vectors send `5C 05` followed by four bytes). [`GetStatus::search`] decodes them and
+/// fails on such data; the card answers that with `6A80`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetStatus {
     pub scope: StatusScope,
     pub format: StatusFormat,
     /// P2 b1: get the next occurrence(s) after a `6310` response.
     pub next: bool,
-    /// `4F` search criterion: AID or AID prefix (empty matches everything). `None` sends no
-    /// data field at all.
-    pub aid_prefix: Option<Vec<u8>>,
-    /// `5C` tag list: the tags the card should return (GP 2.2+, Amendment C).
-    pub tag_list: Option<Vec<u8>>,
-    /// Further search criteria, after `4F` and `5C`.
-    pub other_criteria: Vec<Tlv>,
+    /// The data field: the search criteria (empty: no data field).
+    pub criteria: Vec<u8>,
     pub framing: Framing,
+}
+
+/// Decoded GET STATUS search criteria.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SearchCriteria {
+    /// `4F`: AID or AID prefix (empty matches everything); `None` without a `4F`.
+    pub aid_prefix: Option<Vec<u8>>,
+    /// `5C`: the tags the card should return (GP 2.2+, Amendment C).
+    pub tag_list: Option<Vec<u8>>,
+    /// Further criteria.
+    pub other: Vec<Tlv>,
+}
+
+impl SearchCriteria {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut data = Vec::new();
+        if let Some(p) = &self.aid_prefix {
+            tlv::put(&mut data, 0x4F, p);
+        }
+        if let Some(t) = &self.tag_list {
+            tlv::put(&mut data, 0x5C, t);
+        }
+        self.other.iter().for_each(|t| t.encode(&mut data));
+        data
+    }
+
+    pub fn parse(data: &[u8]) -> Result<Self, GpError> {
+        const C: &str = "GET STATUS search criteria";
+        let mut c = SearchCriteria::default();
+        for t in TlvIter::new(data) {
+            let t = t.ctx(C)?;
+            match t.tag.0 {
+                0x4F if c.aid_prefix.is_none() => {
+                    if t.value.len() > 16 {
+                        return Err(GpError::AidLength { what: C, len: t.value.len() });
+                    }
+                    c.aid_prefix = Some(t.value.to_vec())
+                }
+                0x5C if c.tag_list.is_none() => c.tag_list = Some(t.value.to_vec()),
+                _ => c.other.push(t.to_owned()),
+            }
+        }
+        Ok(c)
+    }
+
+    /// Whether `aid` matches the `4F` criterion (prefix match; no `4F` matches all).
+    pub fn matches(&self, aid: &Aid) -> bool {
+        self.aid_prefix.as_ref().is_none_or(|p| aid.starts_with(p))
+    }
 }
 
 impl GetStatus {
     /// Everything in `scope`, tagged format, `4F 00`, `Le = 00`.
     pub fn new(scope: StatusScope) -> Self {
-        GetStatus {
-            scope,
-            format: StatusFormat::Tagged,
-            next: false,
-            aid_prefix: Some(Vec::new()),
-            tag_list: None,
-            other_criteria: Vec::new(),
-            framing: Framing::GP_LE,
-        }
+        GetStatus { scope, format: StatusFormat::Tagged, next: false, criteria: vec![0x4F, 0x00], framing: Framing::GP_LE }
     }
     pub fn legacy(mut self) -> Self {
         self.format = StatusFormat::Legacy;
         self
     }
-    pub fn with_aid_prefix(mut self, prefix: &[u8]) -> Self {
-        self.aid_prefix = Some(prefix.to_vec());
+    /// Sets the search criteria.
+    pub fn with_search(mut self, search: &SearchCriteria) -> Self {
+        self.criteria = search.to_bytes();
         self
     }
-    pub fn with_tag_list(mut self, tags: &[u8]) -> Self {
-        self.tag_list = Some(tags.to_vec());
-        self
+    /// Only entries whose AID starts with `prefix`.
+    pub fn with_aid_prefix(self, prefix: &[u8]) -> Self {
+        let mut s = SearchCriteria::parse(&self.criteria).unwrap_or_default();
+        s.aid_prefix = Some(prefix.to_vec());
+        self.with_search(&s)
+    }
+    /// Only these tags in the response.
+    pub fn with_tag_list(self, tags: &[u8]) -> Self {
+        let mut s = SearchCriteria::parse(&self.criteria).unwrap_or_default();
+        s.tag_list = Some(tags.to_vec());
+        self.with_search(&s)
+    }
+    /// The decoded search criteria.
+    pub fn search(&self) -> Result<SearchCriteria, GpError> {
+        SearchCriteria::parse(&self.criteria)
     }
     /// The same command asking for the next occurrences.
     pub fn next_occurrence(&self) -> Self {
@@ -97,15 +151,7 @@ impl GetStatus {
     }
 
     pub fn to_apdu(&self) -> CommandApdu {
-        let mut data = Vec::new();
-        if let Some(p) = &self.aid_prefix {
-            tlv::put(&mut data, 0x4F, p);
-        }
-        if let Some(t) = &self.tag_list {
-            tlv::put(&mut data, 0x5C, t);
-        }
-        self.other_criteria.iter().for_each(|t| t.encode(&mut data));
-        self.framing.apdu(ins::GET_STATUS, self.scope.0, self.p2(), data)
+        self.framing.apdu(ins::GET_STATUS, self.scope.0, self.p2(), self.criteria.clone())
     }
 
     pub fn from_apdu(apdu: &CommandApdu) -> Result<Self, GpError> {
@@ -117,29 +163,13 @@ impl GetStatus {
         if !matches!(apdu.p1, 0x80 | 0x40 | 0x20 | 0x10) {
             return Err(GpError::params(C, apdu, "P1 is 80 (ISD), 40 (applications), 20 (load files) or 10 (load files and modules)"));
         }
-        let mut g = GetStatus {
+        Ok(GetStatus {
             scope: StatusScope(apdu.p1),
             format: if apdu.p2 & 0x02 != 0 { StatusFormat::Tagged } else { StatusFormat::Legacy },
             next: apdu.p2 & 0x01 != 0,
-            aid_prefix: None,
-            tag_list: None,
-            other_criteria: Vec::new(),
+            criteria: apdu.data.clone(),
             framing: Framing::of(apdu),
-        };
-        for t in TlvIter::new(&apdu.data) {
-            let t = t.ctx(C)?;
-            match t.tag.0 {
-                0x4F if g.aid_prefix.is_none() && g.tag_list.is_none() && g.other_criteria.is_empty() => {
-                    if t.value.len() > 16 {
-                        return Err(GpError::AidLength { what: "GET STATUS search AID", len: t.value.len() });
-                    }
-                    g.aid_prefix = Some(t.value.to_vec())
-                }
-                0x5C if g.tag_list.is_none() && g.other_criteria.is_empty() => g.tag_list = Some(t.value.to_vec()),
-                _ => g.other_criteria.push(t.to_owned()),
-            }
-        }
-        Ok(g)
+        })
     }
 }
 
@@ -152,16 +182,21 @@ impl fmt::Display for GetStatus {
         if self.next {
             write!(f, " next")?;
         }
-        if let Some(p) = &self.aid_prefix {
-            write!(f, " AID={}", if p.is_empty() { "*".to_string() } else { format!("{}*", Hex(p)) })?;
+        match self.search() {
+            Ok(s) => {
+                if let Some(p) = &s.aid_prefix {
+                    write!(f, " AID={}", if p.is_empty() { "*".to_string() } else { format!("{}*", Hex(p)) })?;
+                }
+                if let Some(t) = &s.tag_list {
+                    write!(f, " tags={}", Hex(t))?;
+                }
+                for t in &s.other {
+                    write!(f, " {t:?}")?;
+                }
+                Ok(())
+            }
+            Err(e) => write!(f, " criteria={} (malformed: {e})", Hex(&self.criteria)),
         }
-        if let Some(t) = &self.tag_list {
-            write!(f, " tags={}", Hex(t))?;
-        }
-        for t in &self.other_criteria {
-            write!(f, " {t:?}")?;
-        }
-        Ok(())
     }
 }
 
@@ -513,9 +548,17 @@ mod tests {
     fn command_round_trip() {
         let apdu = CommandApdu::from_bytes(&decode("80F220020A4F0212345C044F9F70C5").unwrap()).unwrap();
         let g = GetStatus::from_apdu(&apdu).unwrap();
-        assert_eq!(g.aid_prefix.as_deref(), Some(&[0x12, 0x34][..]));
-        assert_eq!(g.tag_list.as_deref(), Some(&decode("4F9F70C5").unwrap()[..]));
+        let s = g.search().unwrap();
+        assert_eq!(s.aid_prefix.as_deref(), Some(&[0x12, 0x34][..]));
+        assert_eq!(s.tag_list.as_deref(), Some(&decode("4F9F70C5").unwrap()[..]));
         assert_eq!(g.to_apdu(), apdu);
+        assert_eq!(GetStatus::new(StatusScope::LOAD_FILES).with_aid_prefix(&[0x12, 0x34]).with_tag_list(&decode("4F9F70C5").unwrap()).criteria, apdu.data);
+        // pySim's vector: 5C says 5 bytes, 4 follow. Kept as sent; decoding it fails.
+        let bad = CommandApdu::from_bytes(&decode("80F220020A4F0212345C054F9F70C5").unwrap()).unwrap();
+        let g = GetStatus::from_apdu(&bad).unwrap();
+        assert_eq!(g.to_apdu(), bad);
+        assert!(g.search().is_err());
+        assert!(g.to_string().contains("malformed"));
         let g = GetStatus::new(StatusScope::ISD);
         assert_eq!(g.to_apdu().to_bytes(), decode("80F28002024F0000").unwrap());
         assert_eq!(GetStatus::from_apdu(&g.to_apdu()).unwrap(), g);
