@@ -166,3 +166,49 @@ fn pager_rejects_garbage_at_the_end() {
     let page2 = ResponseApdu::new(vec![], tsm_gp::StatusWord::SUCCESS);
     assert!(p.feed(&page2).is_err(), "the split entry never completes");
 }
+
+#[test]
+fn one_of_every_command_round_trips() {
+    use tsm_gp::gp::delete::Delete;
+    use tsm_gp::gp::put_key::{PutKey, PutKeyComponent};
+    use tsm_gp::gp::set_status::SetStatus;
+    use tsm_gp::gp::store_data::{DataStructure, StoreData};
+    use tsm_gp::gp::{
+        Aid, CardLifeCycle, ExternalAuthenticate, GetData, GetResponse, GetStatus, InitializeUpdate, Load, Select,
+    };
+    let app: Aid = "D0D1D2D3D4D50101".parse().unwrap();
+    let cmds = vec![
+        GpCommand::Select(Select::by_name(Aid::GP_ISD.as_bytes())),
+        GpCommand::GetResponse(GetResponse::new(0x20)),
+        GpCommand::GetData(GetData::new(0x9F7F)),
+        GpCommand::GetStatus(GetStatus::new(StatusScope::LOAD_FILES_AND_MODULES).legacy().with_aid_prefix(&[0xD0, 0xD1])),
+        GpCommand::Install(Install::for_make_selectable(app, "CardReset".parse().unwrap())),
+        GpCommand::Load(Load { last: true, block: 7, data: vec![0xC4, 0x01, 0x00], framing: tsm_gp::gp::Framing::GP }),
+        GpCommand::Delete(Delete::object(app, false)),
+        GpCommand::PutKey(PutKey::new(0, 1, 0x31, vec![PutKeyComponent::aes(16, vec![0xAA; 16], vec![1, 2, 3]); 3])),
+        GpCommand::StoreData(StoreData::new(0, true, DataStructure::BerTlv, decode("BF3E035C015A").unwrap())),
+        GpCommand::SetStatus(SetStatus::card(CardLifeCycle::CARD_LOCKED)),
+        GpCommand::InitializeUpdate(InitializeUpdate::new(0x30, &[7; 8])),
+        GpCommand::ExternalAuthenticate(ExternalAuthenticate::new(tsm_gp::scp::SecurityLevel(0x03), &[9; 8])),
+    ];
+    for c in cmds {
+        let a = c.to_apdu();
+        assert_eq!(GpCommand::parse(&a).unwrap(), c, "{c}");
+        assert_eq!(GpCommand::parse(&CommandApdu::from_bytes(&a.to_bytes()).unwrap()).unwrap(), c, "{c}");
+        assert_eq!(c.name(), tsm_gp::gp::name(a.ins));
+    }
+}
+
+#[test]
+fn display_lines() {
+    let a = CommandApdu::from_bytes(&decode("80E60C002707D0D1D2D3D4D50108D0D1D2D3D4D5010108D0D1D2D3D4D50101010209C90100EF04C80207D00000").unwrap()).unwrap();
+    assert_eq!(
+        GpCommand::parse(&a).unwrap().to_string(),
+        "INSTALL [for install and make selectable] ELF=D0D1D2D3D4D501 module=D0D1D2D3D4D50101 app=D0D1D2D3D4D50101 \
+         privileges=[CvmManagement] params C9=00 EF{C8(non-volatile memory quota)=07D0}"
+    );
+    let a = CommandApdu::from_bytes(&decode("80F24000024F0000").unwrap()).unwrap();
+    assert_eq!(GpCommand::parse(&a).unwrap().to_string(), "GET STATUS [applications and SDs] P1=40 legacy AID=*");
+    let a = CommandApdu::from_bytes(&decode("84F280020A4F004ACBBBAD77F0346A00").unwrap()).unwrap();
+    assert!(GpCommand::parse(&a).unwrap().to_string().starts_with("GET STATUS (secure messaging) 84F28002"));
+}
