@@ -22,6 +22,9 @@ enum Command {
     /// Inspect CAP files (package, applets, imports, load file hashes).
     #[command(subcommand)]
     Cap(cmd::cap::CapCmd),
+    /// Verify and explain recorded secure-channel sessions.
+    #[command(subcommand)]
+    Trace(cmd::trace::TraceCmd),
     /// Key check values and key diversification.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCmd),
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Cap(c) => cmd::cap::run(c),
         Command::Keys(c) => cmd::keys::run(c),
+        Command::Trace(c) => cmd::trace::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

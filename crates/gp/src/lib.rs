@@ -18,6 +18,7 @@ pub mod recording;
 pub mod scp;
 pub mod sw;
 pub mod tlv;
+pub mod trace;
 
 pub use apdu::{CommandApdu, ResponseApdu};
 pub use codec::{Codec, DecodeError, Reader};

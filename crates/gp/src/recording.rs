@@ -155,14 +155,10 @@ pub fn parse_log(text: &str) -> Result<Vec<Exchange>, RecordingError> {
     if any_marked {
         for (line, l) in lines {
             let Some((is_cmd, hexpart)) = marked(l) else { continue };
-            // Logs often append timing or comments after the hex: keep the leading hex run.
-            let hexpart: String = hexpart
-                .split("  ")
-                .next()
-                .unwrap_or("")
-                .chars()
-                .take_while(|c| c.is_ascii_hexdigit() || *c == ' ')
-                .collect();
+            // Logs often append timing or comments after the hex, separated by two spaces, a
+            // tab or a comment marker: cut there; what is left must be hex.
+            let end = ["  ", "\t", "#", "//", "("].iter().filter_map(|m| hexpart.find(m)).min().unwrap_or(hexpart.len());
+            let hexpart = &hexpart[..end];
             let bytes = decode(line, if is_cmd { "command" } else { "response" }, &hexpart)?;
             if is_cmd {
                 out.push(Exchange { index: out.len() + 1, command: bytes, command_line: line, response: None, response_line: None });

@@ -2,3 +2,4 @@
 
 pub mod cap;
 pub mod keys;
+pub mod trace;

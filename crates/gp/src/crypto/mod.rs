@@ -224,6 +224,11 @@ pub trait SymmetricKey: Send + Sync {
     fn encrypt_ecb(&self, data: &[u8]) -> Result<Vec<u8>, CryptoError>;
     /// Full 16-byte CMAC (AES and SM4 keys only).
     fn cmac(&self, data: &[u8]) -> Result<[u8; 16], CryptoError>;
+    /// CBC decryption of whole blocks. Key stores that only wrap keys may refuse it.
+    fn decrypt_cbc(&self, iv: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let _ = (iv, data);
+        Err(CryptoError::Unsupported { alg: self.alg(), op: "decryption" })
+    }
     /// Key check value (GPCS 2.3 §11.8.2.3 / Amd D §7.2).
     fn kcv(&self) -> Result<[u8; 3], CryptoError> {
         let block = if self.alg().is_des() { vec![0u8; 8] } else { vec![1u8; 16] };
@@ -244,6 +249,9 @@ impl SymmetricKey for SecretKey {
     }
     fn cmac(&self, data: &[u8]) -> Result<[u8; 16], CryptoError> {
         cmac(self, data)
+    }
+    fn decrypt_cbc(&self, iv: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        cbc_decrypt(self, iv, data)
     }
 }
 
@@ -401,11 +409,6 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 /// Constant-time comparison for MACs and cryptograms.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// XOR `b` into `a` (up to the shorter length).
-pub(crate) fn xor_into(a: &mut [u8], b: &[u8]) {
-    a.iter_mut().zip(b).for_each(|(x, y)| *x ^= y);
 }
 
 /// Zeroize helper for buffers that held key material.
