@@ -33,11 +33,13 @@ impl Tag {
         let n = self.len();
         out.extend_from_slice(&self.0.to_be_bytes()[4 - n..]);
     }
-    /// Reads a tag; `00` and `FF` first bytes are not valid tags (ISO 7816-4 §5.2.2.1).
+    /// Reads a tag. A `00` first byte is padding, not a tag (ISO 7816-4 §5.2.2.1). `FF` is
+    /// padding in ISO records too, but GP uses private constructed tags such as `FF21`
+    /// (Extended Card Resources), so it is read as the start of a multi-byte tag.
     pub fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let first = r.u8("BER-TLV tag")?;
-        if first == 0x00 || first == 0xFF {
-            return Err(DecodeError::invalid("BER-TLV tag", format!("{first:02X} is padding, not a tag")));
+        if first == 0x00 {
+            return Err(DecodeError::invalid("BER-TLV tag", "00 is padding, not a tag"));
         }
         let mut v = first as u32;
         if first & 0x1F == 0x1F {

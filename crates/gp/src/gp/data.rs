@@ -993,14 +993,11 @@ impl Codec for ExtendedCardResources {
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         const W: &str = "Extended Card Resources";
-        // ETSI's tag FF21 starts with FF, which ISO 7816-4 BER-TLV reading refuses as padding:
-        // read the header by hand.
-        let tag = r.u16(W)?;
-        if tag != 0xFF21 {
-            return Err(DecodeError::invalid(W, format!("expected tag FF21, found {tag:04X}")));
+        let t = TlvRef::read(r)?;
+        if t.tag.0 != 0xFF21 {
+            return Err(DecodeError::invalid(W, format!("expected tag FF21, found {}", t.tag)));
         }
-        let len = tlv::read_length(r)?;
-        let value = r.take(len, W)?;
+        let value = t.value;
         let mut e = ExtendedCardResources::default();
         let mut seen = [false; 3];
         for c in TlvIter::new(value) {
@@ -1046,11 +1043,8 @@ impl GpDataObject {
     /// Decodes a GET DATA response (the data field, without SW).
     pub fn parse(data: &[u8]) -> Result<Self, GpError> {
         let mut r = Reader::new(data);
-        let first_tag = if data.starts_with(&[0xFF, 0x21]) {
-            0xFF21
-        } else {
-            TlvRef::read(&mut r.clone()).map_err(|source| GpError::Decode { context: "GET DATA response", source })?.tag.0
-        };
+        let first_tag =
+            TlvRef::read(&mut r.clone()).map_err(|source| GpError::Decode { context: "GET DATA response", source })?.tag.0;
         let obj = match first_tag {
             0x9F7F => GpDataObject::Cplc(Cplc::read(&mut r)?),
             0x66 => GpDataObject::CardRecognition(CardRecognitionData::read(&mut r)?),
