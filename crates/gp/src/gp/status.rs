@@ -472,6 +472,7 @@ pub struct GetStatusPager {
     data: Vec<u8>,
     pages: usize,
     finished: bool,
+    fell_back: bool,
 }
 
 impl GetStatusPager {
@@ -479,7 +480,29 @@ impl GetStatusPager {
     pub const MAX_PAGES: usize = 255;
 
     pub fn new(command: GetStatus) -> Self {
-        GetStatusPager { command: GetStatus { next: false, ..command }, data: Vec::new(), pages: 0, finished: false }
+        GetStatusPager { command: GetStatus { next: false, ..command }, data: Vec::new(), pages: 0, finished: false, fell_back: false }
+    }
+
+    /// The command whose responses are being collected (after any fallback).
+    pub fn command(&self) -> &GetStatus {
+        &self.command
+    }
+
+    /// Fallback rules for cards that do not know what was asked (`6A86` incorrect P1-P2, or
+    /// `6A81`/`6D00` on old cards), applied once, on the first page: the tagged format falls
+    /// back to the legacy one (GP 2.1.1 cards), and "load files and modules" (P1 = 10) falls
+    /// back to "load files" (P1 = 20) on cards that lack it.
+    fn fallback(&self, sw: StatusWord) -> Option<GetStatus> {
+        if self.fell_back || self.pages != 1 || !matches!(sw.0, 0x6A86 | 0x6A81 | 0x6D00 | 0x6B00) {
+            return None;
+        }
+        if self.command.format == StatusFormat::Tagged {
+            return Some(GetStatus { format: StatusFormat::Legacy, next: false, ..self.command.clone() });
+        }
+        if self.command.scope == StatusScope::LOAD_FILES_AND_MODULES {
+            return Some(GetStatus { scope: StatusScope::LOAD_FILES, next: false, ..self.command.clone() });
+        }
+        None
     }
 
     /// The first command to send.
@@ -514,10 +537,19 @@ impl GetStatusPager {
                 self.finished = true;
                 Ok(PagerStep::Done(Vec::new()))
             }
-            sw => {
-                self.finished = true;
-                Err(GpError::CardStatus { command: C, sw, meaning: sw.meaning() })
-            }
+            sw => match self.fallback(sw) {
+                Some(cmd) => {
+                    self.fell_back = true;
+                    self.pages = 0;
+                    self.data.clear();
+                    self.command = cmd.clone();
+                    Ok(PagerStep::Next(cmd))
+                }
+                None => {
+                    self.finished = true;
+                    Err(GpError::CardStatus { command: C, sw, meaning: sw.meaning() })
+                }
+            },
         }
     }
 }
@@ -543,6 +575,32 @@ pub fn parse_tagged_entry(scope: StatusScope, data: &[u8]) -> Result<RegistryEnt
 mod tests {
     use super::*;
     use crate::hex::decode;
+
+    #[test]
+    fn pager_falls_back_to_legacy_then_reads_legacy_entries() {
+        let mut p = GetStatusPager::new(GetStatus::new(StatusScope::APPLICATIONS));
+        let step = p.feed(&ResponseApdu::status(StatusWord::INCORRECT_P1P2)).unwrap();
+        let PagerStep::Next(cmd) = step else { panic!("expected a retry") };
+        assert_eq!(cmd.format, StatusFormat::Legacy);
+        assert_eq!(cmd.to_apdu().p2, 0x00);
+        // Legacy entry: length, AID, life cycle SELECTABLE, privilege byte.
+        let r = ResponseApdu::new(decode("05A00000000107 00").unwrap(), StatusWord::SUCCESS);
+        let PagerStep::Done(entries) = p.feed(&r).unwrap() else { panic!("expected entries") };
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].aid.as_bytes(), &decode("A000000001").unwrap()[..]);
+        // Only one fallback: a legacy refusal is final.
+        let mut p = GetStatusPager::new(GetStatus::new(StatusScope::APPLICATIONS));
+        p.feed(&ResponseApdu::status(StatusWord::INCORRECT_P1P2)).unwrap();
+        assert!(p.feed(&ResponseApdu::status(StatusWord::INCORRECT_P1P2)).is_err());
+    }
+
+    #[test]
+    fn pager_falls_back_from_modules_to_load_files() {
+        let mut p = GetStatusPager::new(GetStatus::new(StatusScope::LOAD_FILES_AND_MODULES).legacy());
+        let PagerStep::Next(cmd) = p.feed(&ResponseApdu::status(StatusWord::INCORRECT_P1P2)).unwrap() else { panic!() };
+        assert_eq!(cmd.scope, StatusScope::LOAD_FILES);
+        assert!(p.feed(&ResponseApdu::status(StatusWord::CONDITIONS_NOT_SATISFIED)).is_err());
+    }
 
     #[test]
     fn command_round_trip() {
