@@ -19,6 +19,7 @@ pub mod scp;
 pub mod sw;
 pub mod tlv;
 pub mod trace;
+pub mod transport;
 
 pub use apdu::{CommandApdu, ResponseApdu};
 pub use codec::{Codec, DecodeError, Reader};

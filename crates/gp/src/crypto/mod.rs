@@ -4,6 +4,7 @@
 
 pub mod diversify;
 pub mod kdf;
+pub mod seal;
 
 use aes::{Aes128, Aes192, Aes256};
 use cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
@@ -30,6 +31,8 @@ pub enum CryptoError {
     Unsupported { alg: KeyAlg, op: &'static str },
     #[error("key store: {0}")]
     KeyStore(String),
+    #[error("sealed data does not verify: wrong storage key, or the data was altered")]
+    BadSeal,
 }
 
 impl CryptoError {
@@ -41,6 +44,7 @@ impl CryptoError {
             CryptoError::BadPadding => "crypto.bad_padding",
             CryptoError::Unsupported { .. } => "crypto.unsupported",
             CryptoError::KeyStore(_) => "crypto.key_store",
+            CryptoError::BadSeal => "crypto.bad_seal",
         }
     }
 }
