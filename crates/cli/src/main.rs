@@ -25,6 +25,12 @@ enum Command {
     /// Verify and explain recorded secure-channel sessions.
     #[command(subcommand)]
     Trace(cmd::trace::TraceCmd),
+    /// Simulated secure elements (put one into pcscd with `tsm card run`) and PC/SC readers.
+    #[command(subcommand)]
+    Card(cmd::card::CardCmd),
+    /// GlobalPlatform card management (list, install, delete, keys) on a reader or a simulated card.
+    #[command(subcommand)]
+    Gp(cmd::gp::GpCmd),
     /// Key check values and key diversification.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCmd),
@@ -34,6 +40,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Cap(c) => cmd::cap::run(c),
+        Command::Card(c) => cmd::card::run(c),
+        Command::Gp(c) => cmd::gp::run(c),
         Command::Keys(c) => cmd::keys::run(c),
         Command::Trace(c) => cmd::trace::run(c),
     };

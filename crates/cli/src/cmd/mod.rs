@@ -1,5 +1,7 @@
 //! One module per `tsm` subcommand group.
 
 pub mod cap;
+pub mod card;
+pub mod gp;
 pub mod keys;
 pub mod trace;
