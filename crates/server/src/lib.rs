@@ -1,0 +1,3 @@
+//! # tsm-server — the Trusted Service Manager
+//!
+//! See `docs/design/server.md` for the module boundaries and contracts.
