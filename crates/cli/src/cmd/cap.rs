@@ -16,6 +16,7 @@ pub enum CapCmd {
     /// Accepts compact CAP files (zip, formats 2.1 and 2.2) and the .ijc form.
     ///
     /// Example: tsm cap info applet.cap --json
+    #[command(verbatim_doc_comment)]
     Info(InfoArgs),
 }
 

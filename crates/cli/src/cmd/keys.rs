@@ -13,12 +13,14 @@ pub enum KeysCmd {
     /// AES/SM4: first 3 bytes of AES(key, 01*16), GP Amendment D §7.2).
     ///
     /// Example: tsm keys kcv --alg aes 404142434445464748494A4B4C4D4E4F
+    #[command(verbatim_doc_comment)]
     Kcv(KcvArgs),
     /// Derive a card's ENC/MAC/DEK keys from an issuer master key and the card's Key
     /// Diversification Data (KDD: the first 10 bytes of its INITIALIZE UPDATE response, or GET
     /// DATA CF). Prints key check values; the keys themselves only with --reveal.
     ///
     /// Example: tsm keys diversify --method emv --master env:ISSUER_MK --kdd 00010203040506070809
+    #[command(verbatim_doc_comment)]
     Diversify(DiversifyArgs),
 }
 

@@ -29,6 +29,7 @@ pub enum TraceCmd {
     ///   tsm trace decode testdata/vectors/scp03/scp03_traces_pysim.txt
     ///   tsm trace decode --keys 404142434445464748494A4B4C4D4E4F session.log
     ///   tsm trace decode --master env:ISSUER_MK --diversify emv session.log
+    #[command(verbatim_doc_comment)]
     Decode(DecodeArgs),
 }
 
