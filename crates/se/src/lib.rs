@@ -11,5 +11,6 @@
 //! the card as a reader to any PC/SC program.
 
 pub mod device;
+pub mod vpcd;
 
 pub use device::CardDevice;
