@@ -5,6 +5,9 @@
 pub mod scp02;
 pub mod scp03;
 
+#[cfg(test)]
+mod persist_tests;
+
 use crate::apdu::{CommandApdu, ResponseApdu};
 use crate::crypto::{CryptoError, SecretKey, SymmetricKey};
 use crate::sw::StatusWord;
@@ -202,6 +205,21 @@ impl ScpError {
             ScpError::BadCommand(_) => StatusWord::WRONG_LENGTH,
             _ => StatusWord::SECURITY_STATUS_NOT_SATISFIED,
         }
+    }
+}
+
+/// Serde for fixed-size byte arrays as hex strings (MAC chaining values in persisted session
+/// states).
+pub(crate) mod hex_array {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(bytes: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::hex::encode(bytes))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
+        let s = String::deserialize(d)?;
+        let v = crate::hex::decode(&s).map_err(serde::de::Error::custom)?;
+        v.as_slice().try_into().map_err(|_| serde::de::Error::custom(format!("{} bytes of hex, expected {N}", v.len())))
     }
 }
 

@@ -32,7 +32,7 @@ mod host;
 mod monitor;
 mod session;
 
-pub use host::{Expect, HostAuthenticating, HostHandshake, PredictedSession, Scp03Host};
+pub use host::{Expect, HostAuthenticating, HostHandshake, PredictedSession, PredictedSessionState, Scp03Host, Scp03HostState};
 pub use monitor::{MonitorAuth, Scp03Monitor};
 pub use session::ResponseContext;
 

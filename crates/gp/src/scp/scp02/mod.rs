@@ -21,7 +21,7 @@ mod host;
 mod monitor;
 mod session;
 
-pub use host::{HostAuthenticating, HostHandshake, Scp02Host};
+pub use host::{HostAuthenticating, HostHandshake, PredictedSession, PredictedSessionState, Scp02Host, Scp02HostState};
 pub use monitor::{MonitorAuth, Scp02Monitor};
 
 use super::{ChannelOptions, ScpError, StaticKeys};

@@ -46,6 +46,9 @@ pub(crate) struct Session {
     pub keys: SessionKeys,
     /// The ICV for the next C-MAC, already encrypted when `i` asks for ICV encryption.
     pub icv: [u8; 8],
+    /// The C-MAC the ICV was made from (`None` while the chain is at its start): what a
+    /// persisted host state keeps instead of the encrypted ICV, which is not on the wire.
+    pub last_mac: Option<[u8; 8]>,
 }
 
 impl Session {
@@ -53,7 +56,7 @@ impl Session {
     /// the AID otherwise (treated as the C-MAC preceding the first command, so that ICV
     /// encryption applies to it like to any other chaining value, as GPShell and asterix do).
     pub fn new(keys: SessionKeys, i: IParam, level: SecurityLevel, seq: u16, sd_aid: Option<&[u8]>) -> Result<Self, ScpError> {
-        let mut s = Session { i, level, seq, keys, icv: [0; 8] };
+        let mut s = Session { i, level, seq, keys, icv: [0; 8], last_mac: None };
         if i.icv_mac_over_aid() {
             let aid = sd_aid.filter(|a| !a.is_empty()).ok_or_else(|| {
                 ScpError::Unsupported(format!("{i} starts the C-MAC chain with a MAC over the security domain AID, which was not given"))
@@ -77,6 +80,7 @@ impl Session {
 
     pub fn advance(&mut self, mac: [u8; 8]) -> Result<(), ScpError> {
         self.icv = self.chain_icv(mac)?;
+        self.last_mac = Some(mac);
         Ok(())
     }
 

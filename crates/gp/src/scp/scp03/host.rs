@@ -161,13 +161,8 @@ impl HostHandshake {
         let host_cryptogram = sk.cryptogram(crate::crypto::kdf::constant::HOST_CRYPTOGRAM, &ctx, len)?;
         let mut session = new_session(sk, &keys, level, i, s16, options);
         let external_authenticate = external_authenticate_command(&mut session, &host_cryptogram)?;
-        Ok(PredictedSession {
-            init_update,
-            external_authenticate,
-            host: Scp03Host::new(session),
-            info,
-            host_cryptogram,
-        })
+        let host = Scp03Host::new(session, keys.version, ctx);
+        Ok(PredictedSession { init_update, external_authenticate, host, info, host_cryptogram, sd_aid: sd_aid.to_vec() })
     }
 }
 
@@ -196,7 +191,16 @@ impl HostAuthenticating {
         if resp.sw != StatusWord::SUCCESS {
             return Err(ScpError::CardRefused { command: "EXTERNAL AUTHENTICATE", sw: resp.sw, meaning: resp.sw.meaning() });
         }
-        Ok(Scp03Host::new(self.session))
+        Ok(self.pipelined().1)
+    }
+
+    /// EXTERNAL AUTHENTICATE and the channel that follows it, before the card has answered, so
+    /// that commands can travel in the same batch as EXTERNAL AUTHENTICATE (the caller checks
+    /// its `9000` with the other answers). With a random card challenge this makes a session two
+    /// round trips: INITIALIZE UPDATE, then EXTERNAL AUTHENTICATE with everything else.
+    pub fn pipelined(self) -> (CommandApdu, Scp03Host) {
+        let host = Scp03Host::new(self.session, self.info.key_version, self.info.context());
+        (self.ea, host)
     }
 
     /// The parsed INITIALIZE UPDATE response and the challenges.
@@ -249,6 +253,17 @@ pub struct PredictedSession {
     host: Scp03Host,
     info: InitUpdateInfo,
     host_cryptogram: Vec<u8>,
+    sd_aid: Vec<u8>,
+}
+
+/// The non-secret state of a [`PredictedSession`]: the prediction's inputs and its channel.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PredictedSessionState {
+    /// The counter the prediction expects the card to report.
+    pub sequence_counter: u32,
+    #[serde(with = "crate::hex::serde")]
+    pub sd_aid: Vec<u8>,
+    pub host: Scp03HostState,
 }
 
 impl PredictedSession {
@@ -266,6 +281,28 @@ impl PredictedSession {
     }
     pub fn into_host(self) -> Scp03Host {
         self.host
+    }
+
+    /// The non-secret state of the prediction and of its channel (see [`Scp03HostState`]).
+    pub fn snapshot(&self) -> PredictedSessionState {
+        PredictedSessionState {
+            sequence_counter: self.info.sequence_counter.unwrap_or(0),
+            sd_aid: self.sd_aid.clone(),
+            host: self.host.snapshot(),
+        }
+    }
+
+    /// Recomputes the prediction from `keys` and continues its channel where the snapshot
+    /// stood. Fails with [`ScpError::CardChallenge`] when `keys` predict another card
+    /// challenge than the snapshot recorded (not the keys it was made with).
+    pub fn restore(keys: StaticKeys, state: &PredictedSessionState) -> Result<PredictedSession, ScpError> {
+        let h = &state.host;
+        let mut p = HostHandshake::predict(keys.clone(), &h.host_challenge, state.sequence_counter, &state.sd_aid, SecurityLevel(h.level), h.options)?;
+        if p.info.card_challenge != h.card_challenge {
+            return Err(ScpError::CardChallenge { expected: hex(&h.card_challenge), received: hex(&p.info.card_challenge) });
+        }
+        p.host = Scp03Host::restore(keys, h)?;
+        Ok(p)
     }
     /// The predicted challenges, card cryptogram and counter (KDD and the card's own `i` are
     /// unknown until the card answers).
@@ -333,12 +370,87 @@ pub struct Scp03Host {
     session: Session,
     /// Chaining value and counter of the last wrapped command, for its response.
     last: ResponseContext,
+    /// What [`Scp03Host::snapshot`] needs to re-derive the session keys: the key version and
+    /// host challenge ‖ card challenge.
+    key_version: u8,
+    challenges: Vec<u8>,
+}
+
+/// The non-secret state of an open SCP03 host channel: enough to continue the session in
+/// another process given the same static keys, which re-derive the session keys from the
+/// challenges. Holds no key material (challenges travel in clear, the chaining value is a MAC).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Scp03HostState {
+    /// Version of the static key set the session was opened with (checked on restore when
+    /// both are non-zero).
+    pub key_version: u8,
+    pub i: u8,
+    /// Security level (EXTERNAL AUTHENTICATE P1).
+    pub level: u8,
+    #[serde(with = "crate::hex::serde")]
+    pub host_challenge: Vec<u8>,
+    #[serde(with = "crate::hex::serde")]
+    pub card_challenge: Vec<u8>,
+    pub options: ChannelOptions,
+    /// Where the session stands: chaining value and encryption counter after the last command.
+    pub position: ResponseContext,
 }
 
 impl Scp03Host {
-    fn new(session: Session) -> Self {
+    fn new(session: Session, key_version: u8, challenges: Vec<u8>) -> Self {
         let last = session.context();
-        Scp03Host { session, last }
+        Scp03Host { session, last, key_version, challenges }
+    }
+
+    /// The session's non-secret state (see [`Scp03HostState`]).
+    pub fn snapshot(&self) -> Scp03HostState {
+        let n = self.challenges.len() / 2;
+        Scp03HostState {
+            key_version: self.key_version,
+            i: self.session.i,
+            level: self.session.level.0,
+            host_challenge: self.challenges[..n].to_vec(),
+            card_challenge: self.challenges[n..].to_vec(),
+            options: self.session.options,
+            position: self.session.context(),
+        }
+    }
+
+    /// Continues a session from its [`snapshot`](Self::snapshot): re-derives the session keys
+    /// from `keys` and the challenges. Wrong static keys are not detected here (nothing to check
+    /// them against); the card will refuse the next C-MAC.
+    pub fn restore(keys: StaticKeys, state: &Scp03HostState) -> Result<Scp03Host, ScpError> {
+        let s16 = s16_of(&state.host_challenge)?;
+        if state.card_challenge.len() != state.host_challenge.len() {
+            return Err(ScpError::BadCommand(format!(
+                "session state with a {}-byte host challenge and a {}-byte card challenge",
+                state.host_challenge.len(),
+                state.card_challenge.len()
+            )));
+        }
+        if state.key_version != 0 && keys.version != 0 && state.key_version != keys.version {
+            return Err(ScpError::UnknownKeyVersion {
+                requested: state.key_version,
+                available: format!("keys given have version {:02X}", keys.version),
+            });
+        }
+        let level = SecurityLevel(state.level);
+        check_level(level, state.i)?;
+        let challenges = [state.host_challenge.as_slice(), &state.card_challenge].concat();
+        let sk = SessionKeys::derive(&keys, &challenges)?;
+        let mut session = new_session(sk, &keys, level, state.i, s16, state.options);
+        session.chaining = state.position.chaining;
+        session.counter = state.position.counter;
+        Ok(Scp03Host::new(session, state.key_version, challenges))
+    }
+
+    /// Continues the session after the command whose context is `ctx`, as if the commands
+    /// wrapped after it had never been: for a batch the card stopped processing early, those
+    /// commands were never sent and the card's chain stands at `ctx`.
+    pub fn rewind(&mut self, ctx: &ResponseContext) {
+        self.session.chaining = ctx.chaining;
+        self.session.counter = ctx.counter;
+        self.last = *ctx;
     }
 
     /// Chaining value and counter of the command wrapped last: with several commands in flight,

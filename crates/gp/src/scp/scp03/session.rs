@@ -13,11 +13,26 @@ use std::sync::Arc;
 pub(super) const BLOCK: usize = 16;
 
 /// Chaining value and encryption counter a response is protected with: those of the command it
-/// answers (Amd D §6.2.5, §6.2.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// answers (Amd D §6.2.5, §6.2.7). They are also where the session stands after that command,
+/// so a host can continue from it ([`Scp03Host::rewind`](super::Scp03Host::rewind)). Not
+/// secret: the chaining value is a MAC and the counter counts commands; serde writes the
+/// chaining value as hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResponseContext {
+    #[serde(with = "crate::scp::hex_array")]
     pub(super) chaining: [u8; 16],
     pub(super) counter: u128,
+}
+
+impl ResponseContext {
+    /// The full 16-byte C-MAC of the command (the MAC chaining value after it).
+    pub fn chaining_value(&self) -> [u8; 16] {
+        self.chaining
+    }
+    /// The encryption counter of the command.
+    pub fn encryption_counter(&self) -> u128 {
+        self.counter
+    }
 }
 
 /// Result of checking the C-MAC of a received command against one chaining value.
