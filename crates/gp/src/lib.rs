@@ -16,6 +16,7 @@ pub mod hex;
 pub mod profile;
 pub mod recording;
 pub mod scp;
+pub mod session;
 pub mod sw;
 pub mod tlv;
 pub mod trace;
