@@ -1,3 +1,8 @@
 //! # tsm-server — the Trusted Service Manager
 //!
 //! See `docs/design/server.md` for the module boundaries and contracts.
+
+pub mod config;
+pub mod domain;
+pub mod keys;
+pub mod store;

@@ -1,0 +1,1 @@
+//! Server configuration (work in progress).
