@@ -23,6 +23,7 @@ pub mod log;
 pub mod processes;
 pub mod seram;
 pub mod tenants;
+pub mod testing;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
