@@ -30,6 +30,7 @@ pub mod models;
 pub mod rng;
 mod sd;
 pub mod state;
+pub mod vpcd;
 
 pub use card::{LOGICAL_CHANNELS, SD_MODULE_AID, SD_PACKAGE_AID, SimCard};
 pub use config::{CardConfig, GP_TEST_KEY, INITIAL_KEY_VERSION, KeySet};
