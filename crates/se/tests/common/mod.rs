@@ -132,3 +132,123 @@ pub fn scp02_card(seed: u64, i: u8) -> SimCard {
 }
 
 pub const TEST_KEY: &str = "404142434445464748494A4B4C4D4E4F";
+
+// ---- CAP vectors (testdata/vectors/README.md, second CAP table) ----
+
+/// One row of the README's CAP table: package and applet AIDs, and for the Load File Data
+/// Block without / with the Descriptor component: size, SHA-1, SHA-256.
+#[derive(Debug, Clone)]
+pub struct CapVector {
+    pub file: String,
+    pub package: Vec<u8>,
+    pub applet: Vec<u8>,
+    pub variants: [(usize, Vec<u8>, Vec<u8>); 2],
+}
+
+impl CapVector {
+    pub fn bytes(&self) -> Vec<u8> {
+        std::fs::read(tsm_gp::testdata_dir().join("vectors/cap").join(&self.file)).unwrap()
+    }
+}
+
+pub fn cap_vectors() -> Vec<CapVector> {
+    let text = std::fs::read_to_string(tsm_gp::testdata_dir().join("vectors/README.md")).unwrap();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | file | pkg | applet | fmt | noD | withD |  → 8 pieces with the empty ends
+        if cells.len() != 8 || !cells[1].ends_with(".cap") || !cells[5].contains(',') {
+            continue;
+        }
+        let variant = |c: &str| {
+            let p: Vec<&str> = c.split(',').map(str::trim).collect();
+            (p[0].parse::<usize>().unwrap(), hexv(p[1]), hexv(p[2]))
+        };
+        out.push(CapVector {
+            file: cells[1].to_string(),
+            package: hexv(cells[2]),
+            applet: hexv(cells[3]),
+            variants: [variant(cells[5]), variant(cells[6])],
+        });
+    }
+    assert_eq!(out.len(), 9, "the README lists nine CAP files");
+    out
+}
+
+/// All registry entries of `scope` in `format`, following `6310`; `Err(sw)` on an error status.
+pub fn get_status(
+    h: &mut Host,
+    card: &mut SimCard,
+    scope: tsm_gp::gp::StatusScope,
+    format: tsm_gp::gp::StatusFormat,
+) -> Result<Vec<tsm_gp::gp::RegistryEntry>, u16> {
+    use tsm_gp::gp::{GetStatus, GetStatusPager, PagerStep};
+    let mut pager = GetStatusPager::new(GetStatus { format, ..GetStatus::new(scope) });
+    let mut cmd = pager.first().clone();
+    loop {
+        let r = h.send(card, &cmd.to_apdu());
+        if r.sw.0 == 0x6A88 {
+            // The pager reads "no entry" as an empty list; the tests want the status word.
+            return Err(0x6A88);
+        }
+        match pager.feed(&r) {
+            Ok(PagerStep::Next(c)) => {
+                assert_eq!(c.format, format, "no fallback expected");
+                cmd = c
+            }
+            Ok(PagerStep::Done(v)) => return Ok(v),
+            Err(_) => return Err(r.sw.0),
+        }
+    }
+}
+
+/// Loads `lfdb` as load file `elf` (INSTALL [for load] with `hash`, LOAD in blocks of `block`).
+/// Returns the status words of INSTALL and of every LOAD.
+pub fn load(h: &mut Host, card: &mut SimCard, elf: &[u8], sd: Option<&str>, hash: &[u8], params: &[u8], lfdb: &[u8], block: usize) -> Vec<u16> {
+    use tsm_gp::gp::{Install, InstallBody, InstallParams, LoadFile};
+    let mut inst = Install::for_load(tsm_gp::gp::Aid::new(elf).unwrap(), sd.map(aid));
+    if let InstallBody::Load { hash: h0, params: p0, .. } = &mut inst.body {
+        *h0 = hash.to_vec();
+        *p0 = InstallParams(params.to_vec());
+    }
+    let mut sws = vec![h.sw(card, &inst.to_apdu())];
+    if sws[0] != 0x9000 {
+        return sws;
+    }
+    for b in LoadFile::new(lfdb.to_vec()).blocks(block).unwrap() {
+        let s = h.sw(card, &b.to_apdu());
+        sws.push(s);
+        if s != 0x9000 {
+            break;
+        }
+    }
+    sws
+}
+
+pub fn install(h: &mut Host, card: &mut SimCard, elf: &[u8], module: &[u8], app: &[u8], privileges: tsm_gp::gp::Privileges, params: &[u8], selectable: bool) -> u16 {
+    use tsm_gp::gp::{Aid, Install, InstallParams};
+    let i = Install::for_install(
+        Aid::new(elf).unwrap(),
+        Aid::new(module).unwrap(),
+        Aid::new(app).unwrap(),
+        privileges,
+        InstallParams(params.to_vec()),
+        selectable,
+    );
+    h.sw(card, &i.to_apdu())
+}
+
+/// PUT KEY of a full ENC/MAC/DEK set (key ids 1-3) with KCVs, values encrypted by the host
+/// channel. `replace` 0 adds a set.
+pub fn put_key_set(h: &mut Host, card: &mut SimCard, replace: u8, new_version: u8, keys: [&SecretKey; 3]) -> ResponseApdu {
+    use tsm_gp::gp::{PutKey, PutKeyComponent};
+    let comps = keys
+        .iter()
+        .map(|k| {
+            let enc = h.chan.encrypt_sensitive(k.expose()).unwrap();
+            let kcv = k.kcv().to_vec();
+            if k.alg().is_des() { PutKeyComponent::des(enc, kcv) } else { PutKeyComponent::aes(k.expose().len() as u8, enc, kcv) }
+        })
+        .collect();
+    h.send(card, &PutKey::new(replace, 1, new_version, comps).to_apdu())
+}
