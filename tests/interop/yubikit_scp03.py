@@ -1,0 +1,81 @@
+"""yubikit's generic SCP03 host against a GlobalPlatform card in a PC/SC reader.
+
+Opens an SCP03 channel at security level 33 (C-MAC, C-DEC, R-MAC, R-ENC: the only level
+yubikit offers) with the given static keys and key version, then lists the card's content with
+GET STATUS through the channel, and prints it as JSON:
+  {"client": "yubikit", "isd": [...], "apps": [...], "load_files": [...]}
+
+  python yubikit_scp03.py --reader "Virtual PCD 00 00" --isd A000000151000000 --kvn 30 \
+      --enc 404142...4F --mac 404142...4F --dek 404142...4F
+
+yubikit sends the key version given in INITIALIZE UPDATE (00 = "any"), no Le on
+INITIALIZE UPDATE, EXTERNAL AUTHENTICATE or wrapped commands, and encrypts an empty data field
+as one padding block.
+"""
+
+import argparse
+import logging
+
+from gpcommon import die, emit, find_reader, hexbytes, parse_status
+from ykman.pcsc import ScardSmartCardConnection
+from yubikit.core.smartcard import ApduError, SmartCardProtocol
+from yubikit.core.smartcard.scp import KeyRef, Scp03KeyParams, ScpKid, StaticKeys
+
+SW_MORE = 0x6310
+
+
+def get_status(protocol, p1):
+    """GET STATUS P1 with the tagged format (P2 02), following 6310 with P2 03."""
+    data = b""
+    p2 = 0x02
+    while True:
+        try:
+            data += protocol.send_apdu(0x80, 0xF2, p1, p2, bytes.fromhex("4F00"))
+            return parse_status(data)
+        except ApduError as e:
+            if e.sw == SW_MORE:
+                data += e.data
+                p2 = 0x03
+                continue
+            if e.sw == 0x6A88:  # nothing of that kind on the card
+                return parse_status(data)
+            raise
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reader", default="Virtual PCD 00 00")
+    ap.add_argument("--isd", default="A000000151000000")
+    ap.add_argument("--kvn", default="00", help="key version number, hex (00: the card picks)")
+    ap.add_argument("--enc", required=True)
+    ap.add_argument("--mac", required=True)
+    ap.add_argument("--dek", required=True)
+    ap.add_argument("-v", "--verbose", action="store_true", help="yubikit's APDU trace on stderr")
+    a = ap.parse_args()
+    if a.verbose:
+        logging.basicConfig(level=5)  # yubikit's TRAFFIC level
+
+    reader = find_reader(a.reader)
+    conn = ScardSmartCardConnection(reader.createConnection())
+    try:
+        protocol = SmartCardProtocol(conn)
+        protocol.select(hexbytes(a.isd))
+        keys = StaticKeys(hexbytes(a.enc), hexbytes(a.mac), hexbytes(a.dek))
+        protocol.init_scp(Scp03KeyParams(ref=KeyRef(ScpKid.SCP03, int(a.kvn, 16)), keys=keys))
+        out = {
+            "client": "yubikit",
+            "scp": "03",
+            "level": "33",
+            "isd": get_status(protocol, 0x80),
+            "apps": get_status(protocol, 0x40),
+            "load_files": get_status(protocol, 0x10),
+        }
+    except Exception as e:  # noqa: BLE001 - report any failure as the test's message
+        die(f"yubikit failed: {type(e).__name__}: {e}")
+    finally:
+        conn.close()
+    emit(out)
+
+
+if __name__ == "__main__":
+    main()
