@@ -27,6 +27,7 @@ pub enum GpCmd {
     /// Examples:
     ///   tsm gp info
     ///   tsm gp info --reader "Gemalto" --json
+    ///   tsm gp info --card-state card.json --card-key env:CARD_KEY
     #[command(verbatim_doc_comment)]
     Info(InfoArgs),
     /// List the card's registry (GET STATUS): issuer security domain, supplementary security
@@ -38,6 +39,7 @@ pub enum GpCmd {
     ///   tsm gp list
     ///   tsm gp list --keys env:CARD_KEY --kvn 30 --json
     ///   tsm gp list --sd A000000151535041 --keys enc=HEX,mac=HEX,dek=HEX
+    ///   tsm gp list --card-state card.json --card-key env:CARD_KEY     (a simulated card)
     #[command(verbatim_doc_comment)]
     List(ListArgs),
     /// Load a CAP file and install its applets (INSTALL [for load], LOAD, INSTALL [for
@@ -92,6 +94,14 @@ pub struct CardArgs {
     /// card (see `tsm card list-readers`).
     #[arg(long, env = "TSM_READER")]
     reader: Option<String>,
+    /// A simulated card's state file instead of a reader: the card runs inside this command
+    /// and the file is written back afterwards (also after a failure: a failed
+    /// authentication counts). Needs --card-key.
+    #[arg(long, value_name = "FILE", conflicts_with = "reader")]
+    card_state: Option<std::path::PathBuf>,
+    /// Storage key of the --card-state file (32 bytes: HEX, env:VAR or file:PATH).
+    #[arg(long, env = "TSM_CARD_KEY", hide_env_values = true)]
+    card_key: Option<String>,
     /// Print every APDU on stderr as "=> command" / "<= response" lines (a log `tsm trace
     /// decode` verifies).
     #[arg(long, short)]
@@ -422,8 +432,40 @@ fn quote_all(v: &[String]) -> String {
     v.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(", ")
 }
 
-/// Runs `f` on the card: a PC/SC card inside one exclusive transaction.
+fn se_error(e: tsm_se::SeError) -> CliError {
+    CliError::failed(e.code(), e.to_string())
+}
+
+/// Runs `f` on a simulated card loaded from its state file, then saves the state.
+fn with_sim_card<R>(
+    card: &CardArgs,
+    path: &std::path::Path,
+    f: impl FnOnce(&mut dyn Transport, &CardMeta) -> Result<R, CliError>,
+) -> Result<R, CliError> {
+    let spec = card
+        .card_key
+        .as_deref()
+        .ok_or_else(|| CliError::new("input.card_key", "--card-state needs --card-key (or TSM_CARD_KEY): the key the state file is sealed with"))?;
+    let key = SecretKey::aes(&key_bytes(spec)?).map_err(|e| CliError::new("input.card_key", format!("card key: {e}")))?;
+    let mut sim = tsm_se::SimCard::load(path, &key).map_err(se_error)?;
+    let meta = CardMeta {
+        reader: format!("simulated card {}", path.display()),
+        atr: tsm_se::CardDevice::atr(&sim),
+        config: SessionConfig::from_profile(&sim.state().profile),
+    };
+    let result = f(&mut Logged { inner: &mut sim, verbose: card.verbose }, &meta);
+    let saved = sim.save(path, &key).map_err(se_error);
+    match (result, saved) {
+        (Ok(r), Ok(())) => Ok(r),
+        (Ok(_), Err(e)) | (Err(e), _) => Err(e),
+    }
+}
+
+/// Runs `f` on the card: a PC/SC card inside one exclusive transaction, or a simulated card.
 fn with_card<R>(card: &CardArgs, f: impl FnOnce(&mut dyn Transport, &CardMeta) -> Result<R, CliError>) -> Result<R, CliError> {
+    if let Some(path) = &card.card_state {
+        return with_sim_card(card, path, f);
+    }
     let mut pc = match &card.reader {
         Some(r) => tsm_pcsc::PcscCard::connect(&pick_reader(r)?, tsm_pcsc::ShareMode::Shared),
         None => tsm_pcsc::PcscCard::connect_first(tsm_pcsc::ShareMode::Shared),
