@@ -479,6 +479,17 @@ fn cli_against_card_state_files() {
     let out = tsm(&["gp", "list", "--card-state", f.to_str().unwrap(), "--card-key", &CARD_KEY.replace('0', "1")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error[se."), "{}", String::from_utf8_lossy(&out.stderr));
+    // The key file next to the state file, as `tsm card new` writes it, is the default.
+    let key_file = dir.join("x.json.key");
+    std::fs::write(&key_file, format!("{CARD_KEY}\n")).unwrap();
+    let text = ok(&tsm(&["gp", "list", "--card-state", f.to_str().unwrap()]));
+    assert!(text.starts_with("ISD A000000151000000"), "{text}");
+    // A card made by `tsm card new` (its key file included).
+    let made = dir.join("made.json");
+    ok(&tsm(&["card", "new", "--state", made.to_str().unwrap(), "--profile", "ese"]));
+    ok(&tsm(&["gp", "install", cap, "--card-state", made.to_str().unwrap()]));
+    let text = ok(&tsm(&["gp", "list", "--card-state", made.to_str().unwrap()]));
+    assert!(text.contains("APP D27600017710021103000101 SELECTABLE"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -96,10 +96,11 @@ pub struct CardArgs {
     reader: Option<String>,
     /// A simulated card's state file instead of a reader: the card runs inside this command
     /// and the file is written back afterwards (also after a failure: a failed
-    /// authentication counts). Needs --card-key.
+    /// authentication counts). Made by `tsm card new`.
     #[arg(long, value_name = "FILE", conflicts_with = "reader")]
     card_state: Option<std::path::PathBuf>,
-    /// Storage key of the --card-state file (32 bytes: HEX, env:VAR or file:PATH).
+    /// Storage key of the --card-state file (32 bytes: HEX, env:VAR or file:PATH). Default:
+    /// the key file STATE.key next to it, as `tsm card new` writes it.
     #[arg(long, env = "TSM_CARD_KEY", hide_env_values = true)]
     card_key: Option<String>,
     /// Print every APDU on stderr as "=> command" / "<= response" lines (a log `tsm trace
@@ -442,11 +443,25 @@ fn with_sim_card<R>(
     path: &std::path::Path,
     f: impl FnOnce(&mut dyn Transport, &CardMeta) -> Result<R, CliError>,
 ) -> Result<R, CliError> {
-    let spec = card
-        .card_key
-        .as_deref()
-        .ok_or_else(|| CliError::new("input.card_key", "--card-state needs --card-key (or TSM_CARD_KEY): the key the state file is sealed with"))?;
-    let key = SecretKey::aes(&key_bytes(spec)?).map_err(|e| CliError::new("input.card_key", format!("card key: {e}")))?;
+    // As `tsm card new/run`: --card-key, else the key file STATE.key next to the state file.
+    let mut key_file = path.as_os_str().to_owned();
+    key_file.push(".key");
+    let key_file = std::path::PathBuf::from(key_file);
+    let spec = match &card.card_key {
+        Some(s) => s.clone(),
+        None if key_file.exists() => format!("file:{}", key_file.display()),
+        None => {
+            return Err(CliError::new(
+                "input.card_key",
+                format!("no storage key for {}: give --card-key (or TSM_CARD_KEY) or put it in {}", path.display(), key_file.display()),
+            ));
+        }
+    };
+    let bytes = key_bytes(&spec)?;
+    if bytes.len() != 32 {
+        return Err(CliError::new("input.card_key", format!("the storage key has 32 bytes, got {}", bytes.len())));
+    }
+    let key = SecretKey::aes(&bytes).map_err(|e| CliError::new("input.card_key", format!("card key: {e}")))?;
     let mut sim = tsm_se::SimCard::load(path, &key).map_err(se_error)?;
     let meta = CardMeta {
         reader: format!("simulated card {}", path.display()),
