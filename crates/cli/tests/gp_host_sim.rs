@@ -503,4 +503,8 @@ fn raw_commands_through_the_session() {
     assert_eq!(cplc.sw, StatusWord::SUCCESS);
     assert_eq!(&cplc.data[3..], &CardProfile::builtin("uicc").unwrap().cplc[..]);
     assert!(s.key_information().unwrap().unwrap().keys.iter().all(|k| k.version == 0xFF));
+    // STORE DATA to the ISD: DGI 0042 is the issuer identification number (GET DATA 42).
+    assert_eq!(s.get_data(0x42).unwrap_err().status_word(), Some(StatusWord::REFERENCED_DATA_NOT_FOUND));
+    s.store_data_blocks(tsm_gp::gp::store_data::DataStructure::Dgi, &h("0042 03 123456"), None).unwrap();
+    assert_eq!(s.get_data(0x42).unwrap(), h("42 03 123456"));
 }

@@ -502,7 +502,7 @@ impl<T: Transport, S: SessionState> GpSession<T, S> {
 // Open
 
 impl<T: Transport> GpSession<T, Open> {
-    /// A session over `transport`. The host challenge source is [`OsRandom`] with the crate
+    /// A session over `transport`. The host challenge source is `OsRandom` with the crate
     /// feature `os-random`, else none (see [`GpSession::with_random`]).
     pub fn new(transport: T, config: impl Into<SessionConfig>) -> Self {
         GpSession {
