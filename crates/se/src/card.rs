@@ -6,7 +6,8 @@ use crate::device::CardDevice;
 use crate::error::SeError;
 use crate::models::{AppContext, AppModel, ModelRegistry};
 use crate::rng::RngState;
-use crate::state::{AppRecord, CardState, DomainRecord, KeyRecord, LoadFileRecord, STATE_FORMAT, Settings, key_aad};
+use crate::state::{AppRecord, CardState, DomainRecord, KeyRecord, LoadFileRecord, SSD_INITIAL_KEY_AAD, STATE_FORMAT, Settings, key_aad};
+use zeroize::Zeroizing;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use tsm_gp::apdu::{CommandApdu, ResponseApdu};
@@ -126,6 +127,8 @@ pub struct SimCard {
     pub(crate) channels: Vec<Channel>,
     pub(crate) powered: bool,
     pub(crate) scripted: VecDeque<Vec<u8>>,
+    /// The initial key of new SSDs (sealed in sealed states only).
+    pub(crate) ssd_initial_key: Zeroizing<Vec<u8>>,
 }
 
 impl std::fmt::Debug for SimCard {
@@ -255,7 +258,7 @@ impl SimCard {
                 instance_cost: config.instance_cost,
                 sd_instance_cost: config.sd_instance_cost,
                 volatile_memory: config.volatile_memory,
-                ssd_initial_key: config.ssd_initial_key.clone(),
+                ssd_initial_key_sealed: None,
             },
             iin: config.iin.clone(),
             cin: config.cin.clone(),
@@ -264,6 +267,7 @@ impl SimCard {
             rng: RngState::new(config.seed),
         };
         let mut card = SimCard::empty(state, ModelRegistry::new());
+        card.ssd_initial_key = Zeroizing::new(config.ssd_initial_key.clone());
         for (id, k) in (1u8..).zip(keys.keys()) {
             card.put_secret(&isd, keys.version, id, (*k).clone());
         }
@@ -279,6 +283,7 @@ impl SimCard {
             channels: (0..LOGICAL_CHANNELS).map(|_| Channel::default()).collect(),
             powered: true,
             scripted: VecDeque::new(),
+            ssd_initial_key: Zeroizing::new(Vec::new()),
         };
         card.fresh_channels();
         card
@@ -322,7 +327,12 @@ impl SimCard {
             let inst = f.restore(&m.state).map_err(|detail| SeError::Model { model: m.name.clone(), detail })?;
             live.insert(app.aid, inst);
         }
+        let sealed_ssd_key = state.settings.ssd_initial_key_sealed.as_ref().ok_or_else(|| SeError::MissingKey { key: SSD_INITIAL_KEY_AAD.into() })?;
+        let ssd_initial_key = seal::open(storage_key, SSD_INITIAL_KEY_AAD.as_bytes(), sealed_ssd_key)
+            .map_err(|_| SeError::Seal { key: SSD_INITIAL_KEY_AAD.into() })?;
         let mut card = SimCard::empty(state, models);
+        card.ssd_initial_key = ssd_initial_key;
+        card.state.settings.ssd_initial_key_sealed = None;
         for k in card.state.apps.iter_mut().filter_map(|a| a.domain.as_mut()).flat_map(|d| d.keys.iter_mut()) {
             k.sealed = None;
         }
@@ -342,17 +352,22 @@ impl SimCard {
     /// data): what [`SimCard::save`] writes and [`SimCard::from_state`] reads.
     pub fn sealed_state(&self, storage_key: &SecretKey) -> Result<CardState, SeError> {
         let mut st = self.state.clone();
+        let fresh_iv = || -> Result<[u8; 16], SeError> {
+            let mut iv = [0u8; 16];
+            // The IV comes from the OS even in deterministic mode: sealing is not part of
+            // what a card answers, and an IV must never repeat.
+            getrandom::fill(&mut iv).map_err(|e| SeError::State(format!("no randomness for sealing: {e}")))?;
+            Ok(iv)
+        };
+        st.settings.ssd_initial_key_sealed =
+            Some(seal::seal(storage_key, &fresh_iv()?, SSD_INITIAL_KEY_AAD.as_bytes(), &self.ssd_initial_key)?);
         for app in st.apps.iter_mut() {
             let aid = app.aid;
             let Some(d) = app.domain.as_mut() else { continue };
             for k in d.keys.iter_mut() {
                 let name = key_aad(&aid, k.version, k.id);
                 let key = self.secrets.get(&(aid, k.version, k.id)).ok_or_else(|| SeError::MissingKey { key: name.clone() })?;
-                let mut iv = [0u8; 16];
-                // The IV comes from the OS even in deterministic mode: sealing is not part of
-                // what a card answers, and an IV must never repeat.
-                getrandom::fill(&mut iv).map_err(|e| SeError::State(format!("no randomness for sealing: {e}")))?;
-                k.sealed = Some(seal::seal(storage_key, &iv, name.as_bytes(), key.expose())?);
+                k.sealed = Some(seal::seal(storage_key, &fresh_iv()?, name.as_bytes(), key.expose())?);
             }
         }
         Ok(st)

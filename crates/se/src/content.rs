@@ -244,7 +244,7 @@ impl SimCard {
             if !self.state.profile.scp.contains(&scp) {
                 return Err(StatusWord::WRONG_DATA);
             }
-            let keys = KeySet::for_scp(scp, &settings.ssd_initial_key, INITIAL_KEY_VERSION).map_err(|_| StatusWord::WRONG_DATA)?;
+            let keys = KeySet::for_scp(scp, &self.ssd_initial_key, INITIAL_KEY_VERSION).map_err(|_| StatusWord::WRONG_DATA)?;
             rec.life_cycle = if make_selectable { SdLifeCycle::SELECTABLE.0 } else { SdLifeCycle::INSTALLED.0 };
             rec.domain = Some(DomainRecord {
                 scp,

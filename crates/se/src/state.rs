@@ -44,9 +44,14 @@ pub struct Settings {
     pub instance_cost: u32,
     pub sd_instance_cost: u32,
     pub volatile_memory: u32,
-    #[serde(with = "tsm_gp::hex::serde")]
-    pub ssd_initial_key: Vec<u8>,
+    /// The initial key of new supplementary security domains, sealed (aad
+    /// `tsm-se/ssd-initial-key`) in sealed states, absent in live ones.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_hex")]
+    pub ssd_initial_key_sealed: Option<Vec<u8>>,
 }
+
+/// Associated data of the sealed SSD initial key.
+pub(crate) const SSD_INITIAL_KEY_AAD: &str = "tsm-se/ssd-initial-key";
 
 /// An executable load file and its modules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
