@@ -16,6 +16,15 @@ if [ "${TSM_SKIP_INSTALL:-0}" != 1 ]; then
   bash scripts/python-env.sh >/dev/null
 fi
 
+log "PostgreSQL for the store tests (127.0.0.1:5432)"
+# The store and key store tests run on SQLite and PostgreSQL; an unreachable server fails
+# them (see docs/configuration.md, "Tests"). Start the local cluster when it is down.
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable at 127.0.0.1:5432" >&2; exit 1; }
+
 log "cargo build (workspace, all targets)"
 cargo build --workspace --all-targets --locked
 

@@ -227,7 +227,7 @@ pub(crate) fn check_value(alg: KeyAlg, value: &[u8]) -> Result<(), KeyStoreError
 /// Zero padding to a block multiple (the PKCS#11 CBC wrapping convention).
 pub(crate) fn zero_pad(value: &[u8], block: usize) -> zeroize::Zeroizing<Vec<u8>> {
     let mut v = zeroize::Zeroizing::new(value.to_vec());
-    while v.len() % block != 0 {
+    while !v.len().is_multiple_of(block) {
         v.push(0);
     }
     v

@@ -251,7 +251,7 @@ impl Pkcs11Key {
     }
     fn check(&self, iv: Option<&[u8]>, data: &[u8]) -> Result<(), CryptoError> {
         let block = self.alg.block_len();
-        if data.len() % block != 0 {
+        if !data.len().is_multiple_of(block) {
             return Err(CryptoError::NotBlockAligned { len: data.len(), block });
         }
         if let Some(iv) = iv.filter(|iv| iv.len() != block) {
@@ -301,11 +301,9 @@ impl Pkcs11KeyStore {
         let ctx = context(module)?;
         let mut slot = None;
         for s in ctx.get_slots_with_token().map_err(ck)? {
-            if let Ok(info) = ctx.get_token_info(s) {
-                if info.label().trim_end() == token_label {
-                    slot = Some(s);
-                    break;
-                }
+            if ctx.get_token_info(s).is_ok_and(|info| info.label().trim_end() == token_label) {
+                slot = Some(s);
+                break;
             }
         }
         let slot = slot.ok_or_else(|| KeyStoreError::Pkcs11(format!("no token labelled {token_label:?} in {}", module.display())))?;
@@ -399,7 +397,7 @@ impl Pkcs11KeyStore {
             Some(RvError::KeyUnextractable) => KeyStoreError::Pkcs11("the key is not extractable".into()),
             _ => ck(x),
         })?;
-        Ok(aes_key_unwrap(&SecretKey::aes(&e)?, &wrapped)?)
+        aes_key_unwrap(&SecretKey::aes(&e)?, &wrapped)
     }
 }
 
@@ -417,7 +415,7 @@ fn emv_derivation_data(method: Diversification, kdd: &[u8], role: KeyRole) -> Ze
 
 /// AES key unwrap (RFC 3394 §2.2.2) with the default IV.
 fn aes_key_unwrap(kek: &SecretKey, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyStoreError> {
-    if wrapped.len() < 24 || wrapped.len() % 8 != 0 {
+    if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
         return Err(KeyStoreError::Pkcs11(format!("AES key wrap output of {} bytes", wrapped.len())));
     }
     let n = wrapped.len() / 8 - 1;

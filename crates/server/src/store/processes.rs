@@ -323,10 +323,10 @@ impl Processes<'_> {
             }
             insert_apdu(&mut tx, a).await?;
         }
-        if let Some((inst, state)) = extra.instance_state {
-            if !set_instance_state(&mut tx, inst, state).await? {
-                return Err(StoreError::NotFound { entity: "service instance", id: inst.to_string() });
-            }
+        if let Some((inst, state)) = extra.instance_state
+            && !set_instance_state(&mut tx, inst, state).await?
+        {
+            return Err(StoreError::NotFound { entity: "service instance", id: inst.to_string() });
         }
         if let Some(a) = &extra.audit {
             insert_audit(&mut tx, a).await?;
