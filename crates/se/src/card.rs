@@ -129,6 +129,9 @@ pub struct SimCard {
     pub(crate) scripted: VecDeque<Vec<u8>>,
     /// The initial key of new SSDs (sealed in sealed states only).
     pub(crate) ssd_initial_key: Zeroizing<Vec<u8>>,
+    /// Applications to deselect once the current response is protected (the security domain
+    /// that just locked the card, for instance).
+    pub(crate) deferred_evict: Vec<Aid>,
 }
 
 impl std::fmt::Debug for SimCard {
@@ -284,6 +287,7 @@ impl SimCard {
             powered: true,
             scripted: VecDeque::new(),
             ssd_initial_key: Zeroizing::new(Vec::new()),
+            deferred_evict: Vec::new(),
         };
         card.fresh_channels();
         card

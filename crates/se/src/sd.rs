@@ -148,6 +148,9 @@ impl SimCard {
             },
             None => resp,
         };
+        for a in std::mem::take(&mut self.deferred_evict) {
+            self.evict(&a);
+        }
         if CardLifeCycle(self.state.life_cycle) == CardLifeCycle::TERMINATED {
             for c in self.channels.iter_mut() {
                 c.end_session();
@@ -609,7 +612,10 @@ impl SimCard {
                         .map(|a| a.aid)
                         .collect();
                     for a in evict {
-                        if a != perf {
+                        if a == perf {
+                            // After its response has been protected.
+                            self.deferred_evict.push(a);
+                        } else {
                             self.evict(&a);
                         }
                     }

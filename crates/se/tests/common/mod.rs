@@ -1,5 +1,5 @@
 //! Host-side helpers for driving a `SimCard` in process with the core's host handshakes.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::too_many_arguments)]
 
 use tsm_gp::crypto::SecretKey;
 use tsm_gp::hex::decode;
