@@ -2,6 +2,8 @@
 //!
 //! See `docs/design/server.md` for the module boundaries and contracts.
 
+pub mod api;
+pub mod app;
 pub mod config;
 pub mod domain;
 pub mod keys;
