@@ -103,8 +103,15 @@ fn scp03_restored_host_wraps_and_unwraps_like_the_original() {
         assert_eq!(hst.wrap(&cmd(&h(&s, "c4.plain"))).unwrap().to_bytes(), h(&s, "c4"));
         assert_eq!(encode(&hst.unwrap(&resp(&h(&s, "r4"))).unwrap().to_bytes()), encode(&h(&s, "r4.plain")));
     }
-    // The response context itself survives JSON (kept per command while a batch is out).
+    // The response context itself survives JSON (kept per command while a batch is out), also
+    // inside an internally tagged enum (serde buffers those and has no u128 there).
     assert_eq!(json(&ctx3), ctx3);
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(tag = "kind")]
+    enum Tagged {
+        At { ctx: scp03::ResponseContext },
+    }
+    assert_eq!(json(&Tagged::At { ctx: ctx3 }), Tagged::At { ctx: ctx3 });
     // Restore checks what it can: key version, challenge lengths, level against i.
     let mut bad = state.clone();
     bad.key_version = 0x30;

@@ -21,7 +21,20 @@ pub(super) const BLOCK: usize = 16;
 pub struct ResponseContext {
     #[serde(with = "crate::scp::hex_array")]
     pub(super) chaining: [u8; 16],
+    /// As a decimal string: serde's buffered formats (internally tagged enums) have no `u128`.
+    #[serde(with = "counter_str")]
     pub(super) counter: u128,
+}
+
+mod counter_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl ResponseContext {
