@@ -153,6 +153,27 @@ fn profile_err(p: &CardProfile, detail: impl Into<String>) -> SeError {
     SeError::Profile { profile: p.name.clone(), detail: detail.into() }
 }
 
+/// Checks that a profile describes a card this simulator can be; returns the ISD AID.
+fn validate_profile(profile: &CardProfile) -> Result<Aid, SeError> {
+    let isd = Aid::new(&profile.isd_aid).map_err(|e| profile_err(profile, format!("ISD AID: {e}")))?;
+    if isd == SD_PACKAGE_AID || isd == SD_MODULE_AID {
+        return Err(profile_err(profile, "the ISD AID collides with the built-in security domain package"));
+    }
+    if profile.scp.is_empty() {
+        return Err(profile_err(profile, "no secure channel protocol"));
+    }
+    for s in &profile.scp {
+        check_scp(*s).map_err(|e| profile_err(profile, e))?;
+    }
+    if profile.atr.len() < 2 || profile.atr.len() > 33 {
+        return Err(profile_err(profile, format!("ATR of {} bytes", profile.atr.len())));
+    }
+    if profile.cplc.len() > 255 {
+        return Err(profile_err(profile, "CPLC longer than 255 bytes"));
+    }
+    Ok(isd)
+}
+
 /// Checks that `scp` is a protocol and option set the card side implements.
 pub(crate) fn check_scp(scp: Scp) -> Result<(), String> {
     match scp {
@@ -172,22 +193,7 @@ impl SimCard {
     /// A new card of `profile` configured by `config`, powered on, the ISD selected on the basic
     /// channel.
     pub fn new(profile: CardProfile, config: CardConfig) -> Result<SimCard, SeError> {
-        let isd = Aid::new(&profile.isd_aid).map_err(|e| profile_err(&profile, format!("ISD AID: {e}")))?;
-        if isd == SD_PACKAGE_AID || isd == SD_MODULE_AID {
-            return Err(profile_err(&profile, "the ISD AID collides with the built-in security domain package"));
-        }
-        if profile.scp.is_empty() {
-            return Err(profile_err(&profile, "no secure channel protocol"));
-        }
-        for s in &profile.scp {
-            check_scp(*s).map_err(|e| profile_err(&profile, e))?;
-        }
-        if profile.atr.len() < 2 || profile.atr.len() > 33 {
-            return Err(profile_err(&profile, format!("ATR of {} bytes", profile.atr.len())));
-        }
-        if profile.cplc.len() > 255 {
-            return Err(profile_err(&profile, "CPLC longer than 255 bytes"));
-        }
+        let isd = validate_profile(&profile)?;
         let scp = config.scp.unwrap_or(profile.scp[0]);
         if !profile.scp.contains(&scp) {
             return Err(SeError::Config(format!("{scp} is not among the profile's secure channels")));
@@ -304,6 +310,7 @@ impl SimCard {
         if state.format != STATE_FORMAT {
             return Err(SeError::State(format!("format {:?}, this version reads {STATE_FORMAT:?}", state.format)));
         }
+        validate_profile(&state.profile)?;
         if state.apps.first().is_none_or(|a| !a.is_sd()) {
             return Err(SeError::State("the first registry entry must be the ISD".into()));
         }
@@ -313,6 +320,7 @@ impl SimCard {
         let mut secrets = BTreeMap::new();
         for app in &state.apps {
             let Some(d) = &app.domain else { continue };
+            check_scp(d.scp).map_err(|e| SeError::State(format!("security domain {}: {e}", app.aid)))?;
             for k in &d.keys {
                 let name = key_aad(&app.aid, k.version, k.id);
                 let sealed = k.sealed.as_ref().ok_or_else(|| SeError::MissingKey { key: name.clone() })?;

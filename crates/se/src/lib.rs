@@ -4,8 +4,9 @@
 //! with their own keys and secure channels, a registry of load files, modules and
 //! applications, life cycles, privileges, memory quotas and the failure behaviour of real
 //! cards. Loaded packages are bound by AID to native application models (no Java Card
-//! bytecode is executed). The whole card state saves to a file and loads back; a deterministic
-//! mode reproduces recorded sessions bit for bit.
+//! bytecode is executed, see [`models`] and `docs/card-models.md`). The whole card state saves
+//! to a JSON file (key values sealed) and loads back; a deterministic mode reproduces recorded
+//! sessions bit for bit.
 //!
 //! ```
 //! use tsm_gp::profile::CardProfile;
@@ -18,8 +19,73 @@
 //! assert_eq!(&cplc[..3], &[0x9F, 0x7F, 0x2A]);
 //! ```
 //!
-//! Transports: in process ([`tsm_gp::transport::Transport`], [`CardDevice`]) and vpcd, so that
-//! pcscd shows the card as a reader to any PC/SC program.
+//! Transports: in process ([`tsm_gp::transport::Transport`], [`CardDevice`]) and [`vpcd`], so
+//! that pcscd shows the card as a reader to any PC/SC program. Profiles (what kind of card):
+//! `docs/card-profiles.md`.
+//!
+//! ## Behaviour, where the specification leaves a choice
+//!
+//! - **Security domains.** The ISD (privileges `9EFC80`) and supplementary SDs created by
+//!   INSTALL [for install] of the built-in package `A0000001515350`, module
+//!   `A000000151535041`, with the Security Domain privilege. A new SSD runs the SCP named in
+//!   its install parameters (`C9 { 81 id i }`, one of the profile's; default: the ISD's) and
+//!   holds an **initial key set, version `FF`**: [`CardConfig::ssd_initial_key`] (the GP test
+//!   key `40..4F` by default) for ENC, MAC and DEK. Adding a complete key set of another
+//!   version (PUT KEY P1 = `00`, or STORE DATA DGIs `00B9`/`8113`) removes the initial set, as
+//!   on real cards. Its KDD is the ISD's; its sequence counter starts at 0.
+//! - **Who may do what.** Commands other than SELECT, MANAGE CHANNEL, GET DATA, INITIALIZE
+//!   UPDATE and EXTERNAL AUTHENTICATE need a secure channel (`6982`). Content management: the
+//!   ISD for anything; an SSD with Authorized Management for its own content; Global Delete /
+//!   Global Lock / Global Registry privileges widen DELETE / SET STATUS / GET STATUS and
+//!   registry update. **Delegated Management is not implemented**: token verification is not
+//!   supported, so an SSD without Authorized Management, and any command carrying a token to an
+//!   SSD, gets `6985`. An SSD may grant only privileges it holds itself and never the card-wide
+//!   ones (Card Lock, Card Terminate, Card Reset, CVM, Global *, Final Application, Authorized
+//!   and Delegated Management, Token Verification, Receipt Generation, Mandated DAP,
+//!   Contactless Activation): `6985`. Privileges that only SDs can have, given to an
+//!   application, or an SD module installed without the SD privilege (or the reverse): `6A80`.
+//! - **Card life cycle** (GPCS 2.3 §5.1): OP_READY → INITIALIZED → SECURED ↔ CARD_LOCKED, any →
+//!   TERMINATED, by SET STATUS P1 = `80` from the ISD (lock also from an SD with Card Lock,
+//!   terminate with Card Terminate; unlock only by the ISD); other transitions `6985`. In
+//!   CARD_LOCKED only the ISD (and a Final Application) is selectable: SELECT of the ISD answers
+//!   its FCI with `6283`, others `6A82`; the ISD still authenticates and takes GET DATA, GET
+//!   STATUS and SET STATUS, everything else `6985`. TERMINATED: the ISD answers SELECT (`6283`)
+//!   and GET DATA only; everything else `6985`.
+//! - **Applications.** SET STATUS P2 with b8 set locks (keeping the other bits), any P2 without
+//!   b8 unlocks; a locked application fails SELECT with `6999`, an INSTALLED one is not found
+//!   (`6A82`). An SD becomes PERSONALIZED (`0F`) by SET STATUS from itself or its manager.
+//! - **Memory.** A load file costs its Load File Data Block size (or the `C6` minimum if
+//!   larger); an application instance its `C8` quota, else its `D8` reservation, else
+//!   [`CardConfig::instance_cost`]; an SSD [`CardConfig::sd_instance_cost`]; volatile memory
+//!   the `C7`/`D7` values against [`CardConfig::volatile_memory`]. `C8` in an SSD's install
+//!   parameters is the quota of everything associated with it (and below). Over the card total
+//!   or any quota: `6A84` with nothing changed. GET DATA `FF21` reports the free memory (through
+//!   an SSD with a quota, the smaller of quota and card).
+//! - **Loading.** INSTALL [for load] then LOAD blocks numbered from 0; any error ends the load.
+//!   On the last block: DAP blocks are accepted but **not verified** (the SD they name must
+//!   exist), a ciphered LFDB (`D4`) is refused (`6A80`), the hash (20 bytes SHA-1, 32 bytes
+//!   SHA-256) is checked over the LFDB as received (`6A80`), the LFDB must parse as a CAP
+//!   (`.ijc` form) whose package AID is the load file AID (`6A80`).
+//! - **Responses.** DELETE and every INSTALL form answer `00` (no receipt), the last LOAD block
+//!   `00`, the other blocks no data (GPCS 2.3 §11.2.3, §11.5.3, §11.6.3). GET STATUS pages
+//!   whole entries into at most 256 bytes (224 with R-MAC) and answers `6310`; P2 b1 continues
+//!   from where the previous response stopped (`6985` without one).
+//! - **Secure channels** (card side of `tsm_gp::scp`): SCP02 with explicit initiation (i =
+//!   15, 55, …; no R-MAC), SCP03 S8/S16 with any valid i (the host challenge length picks the
+//!   mode when the profile lists both). A secure messaging error closes the session (`6982`, and
+//!   `6982` for every protected command after it); so does a command without secure messaging
+//!   while the level requires C-MAC, a new INITIALIZE UPDATE, SELECT, reset and power off.
+//!   Failed EXTERNAL AUTHENTICATEs (wrong host cryptogram or C-MAC) are counted per key version
+//!   in the persistent state; at [`CardConfig::auth_retry_limit`] INITIALIZE UPDATE with that
+//!   key set answers `6983`. A success resets the count. EXTERNAL AUTHENTICATE consumes the
+//!   handshake whatever its outcome (the card never retries; a second one gets `6985`).
+//! - **Logical channels** 0 to 3 (MANAGE CHANNEL); a new channel starts with the ISD selected.
+//!   Chained commands (`6884`) and GET RESPONSE are not supported: vpcd/T=1 carries whole
+//!   responses. Extended-length APDUs only when the profile allows them (else `6700`).
+//! - **Randomness.** Card challenges (SCP02 without the pseudo-random bit, SCP03 without i
+//!   bit `10`) come from SplitMix64 when [`CardConfig::seed`] is set, else from the OS; the
+//!   generator's state is saved with the card. [`SimCard::script_challenges`] and
+//!   [`SimCard::force_sequence_counter`] replay recorded sessions.
 
 mod card;
 pub mod config;

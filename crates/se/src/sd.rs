@@ -60,6 +60,14 @@ pub(crate) fn isd_only_grants() -> Privileges {
     .collect()
 }
 
+/// The 10-byte KDD of the INITIALIZE UPDATE response (a state file could hold another length).
+fn kdd10(v: &[u8]) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    let n = v.len().min(10);
+    k[..n].copy_from_slice(&v[..n]);
+    k
+}
+
 /// Decrypted sensitive data that is wiped when dropped.
 type Secret = Zeroizing<Vec<u8>>;
 
@@ -270,8 +278,7 @@ impl SimCard {
                     x.copy_from_slice(&c[..6]);
                     x
                 });
-                let mut kdd = [0u8; 10];
-                kdd.copy_from_slice(&d.kdd[..10.min(d.kdd.len())]);
+                let kdd = kdd10(&d.kdd);
                 let params = scp02::card::CardParams { i, sequence_counter: seq, kdd, sd_aid: sd.to_vec(), random_challenge: challenge };
                 let lookup = move |v: u8| (v == 0 || v == kvn).then(|| keys.clone());
                 let (resp, pending) = scp02::card::on_init_update(&lookup, cmd, params).map_err(iu_err)?;
@@ -296,8 +303,7 @@ impl SimCard {
                 }
                 let derived = i & scp03::i_bits::PSEUDO_RANDOM_CHALLENGE != 0;
                 let challenge = self.next_challenge(if s16 { 16 } else { 8 }, derived)?;
-                let mut kdd = [0u8; 10];
-                kdd.copy_from_slice(&d.kdd[..10.min(d.kdd.len())]);
+                let kdd = kdd10(&d.kdd);
                 let params = scp03::card::CardParams {
                     i,
                     sequence_counter: d.sequence_counter,
