@@ -35,15 +35,24 @@ die() { say "$*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "needs root (ip netns, pcscd)"
 
-# The PID in a PID file, if that process is alive and still the program we started there
-# (guards against PID reuse after a crash).
-live_pid() {
-  local f=$1 want=$2 pid comm
-  [ -f "$f" ] || return 1
-  pid=$(cat "$f" 2>/dev/null) || return 1
+# Whether PID $1 runs program $2: alive, not a zombie (a process killed after its parent
+# exited may stay one when PID 1 does not reap), and still that program (PID reuse).
+runs() {
+  local pid=$1 want=$2 stat
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-  [ "$comm" = "$want" ] || return 1
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$want" ] || return 1
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  # Field 3, after the parenthesised command name.
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+
+# The PID in a PID file, if that process is alive and still the program we started there.
+live_pid() {
+  local f=$1 want=$2 pid
+  [ -f "$f" ] || return 1
+  pid=$(tr -cd '0-9' <"$f" 2>/dev/null) || return 1
+  runs "$pid" "$want" || return 1
   echo "$pid"
 }
 
@@ -51,10 +60,10 @@ live_pid() {
 stop_pid() {
   local pid=$1 tenths=${2:-50} i
   kill -TERM "$pid" 2>/dev/null || return 0
+  local comm
+  comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 0
   for ((i = 0; i < tenths; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    # A zombie child of ours counts as gone.
-    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && return 0
+    runs "$pid" "$comm" || return 0
     sleep 0.1
   done
   say "PID $pid did not stop on SIGTERM; killing it"
@@ -65,10 +74,7 @@ ns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$ns"; }
 
 # A pcscd that the socket in /run/pcscd belongs to, if it is alive.
 run_dir_pcscd() {
-  local pid
-  pid=$(cat "$run_dir/pcscd.pid" 2>/dev/null) || return 1
-  [[ "$pid" =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = pcscd ] || return 1
-  echo "$pid"
+  live_pid "$run_dir/pcscd.pid" pcscd
 }
 
 cleanup() {
@@ -86,6 +92,7 @@ cleanup() {
   if ns_exists; then
     # Anything else left in our namespace (e.g. a card started by hand) is ours too.
     for pid in $(ip netns pids "$ns" 2>/dev/null); do
+      runs "$pid" "$(cat "/proc/$pid/comm" 2>/dev/null)" || continue
       say "stopping PID $pid left in namespace $ns ($(cat "/proc/$pid/comm" 2>/dev/null || echo '?'))"
       stop_pid "$pid" 30
     done
@@ -133,7 +140,8 @@ start() {
   ip netns exec "$ns" ip link set lo up
   mkdir -p "$run_dir"
   # -f: foreground (we own the PID; logs to the file), -a: APDU log.
-  ip netns exec "$ns" pcscd -f -a </dev/null >"$dir/pcscd.log" 2>&1 &
+  # 9>&-: the daemon must not inherit the lock of this script.
+  ip netns exec "$ns" pcscd -f -a </dev/null >"$dir/pcscd.log" 2>&1 9>&- &
   echo $! >"$pcscd_pidf"
   for ((i = 0; i < 100; i++)); do
     [ -S "$run_dir/pcscd.comm" ] && break
@@ -147,7 +155,7 @@ start() {
   local state=${TSM_CARD_STATE:-$dir/card.json}
   # shellcheck disable=SC2086 # TSM_CARD_ARGS is a list of words on purpose
   ip netns exec "$ns" "$tsm" card run --profile "${TSM_CARD_PROFILE:-uicc}" --state "$state" \
-    --vpcd "127.0.0.1:$port" ${TSM_CARD_ARGS:-} </dev/null >"$dir/card.log" 2>&1 &
+    --vpcd "127.0.0.1:$port" ${TSM_CARD_ARGS:-} </dev/null >"$dir/card.log" 2>&1 9>&- &
   echo $! >"$card_pidf"
   for ((i = 0; i < 100; i++)); do
     card_in_reader && break
@@ -157,6 +165,12 @@ start() {
   card_in_reader || { tail -20 "$dir/card.log" >&2; cleanup; die "the card did not appear in the reader"; }
   say "card running (PID $(cat "$card_pidf"), state $state, log $dir/card.log)"
 }
+
+# One start/stop at a time on this machine (pcscd and /run/pcscd are machine-wide).
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"${TMPDIR:-/tmp}/tsm-pcsc-sandbox.lock"
+  flock 9
+fi
 
 case "${1:-}" in
   start) start ;;
