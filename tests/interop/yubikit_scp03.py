@@ -2,8 +2,9 @@
 
 Opens an SCP03 channel at security level 33 (C-MAC, C-DEC, R-MAC, R-ENC: the only level
 yubikit offers) with the given static keys and key version, then lists the card's content with
-GET STATUS through the channel, and prints it as JSON:
-  {"client": "yubikit", "isd": [...], "apps": [...], "load_files": [...]}
+GET STATUS through the channel and reads the sequence counter (GET DATA C1), and prints it
+as JSON:
+  {"client": "yubikit", "isd": [...], "apps": [...], "load_files": [...], "sequence_counter": N}
 
   python yubikit_scp03.py --reader "Virtual PCD 00 00" --isd A000000151000000 --kvn 30 \
       --enc 404142...4F --mac 404142...4F --dek 404142...4F
@@ -42,6 +43,14 @@ def get_status(protocol, p1):
             raise
 
 
+def sequence_counter(protocol):
+    """GET DATA C1 (sequence counter of the default key version) through the channel."""
+    data = protocol.send_apdu(0x80, 0xCA, 0x00, 0xC1)
+    if len(data) < 3 or data[0] != 0xC1 or data[1] != len(data) - 2:
+        die(f"GET DATA C1: unexpected answer {data.hex()}")
+    return int.from_bytes(data[2:], "big")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reader", default="Virtual PCD 00 00")
@@ -69,6 +78,8 @@ def main():
             "isd": get_status(protocol, 0x80),
             "apps": get_status(protocol, 0x40),
             "load_files": get_status(protocol, 0x10),
+            # GET DATA without a data field: yubikit encrypts the empty field as one block.
+            "sequence_counter": sequence_counter(protocol),
         }
     except Exception as e:  # noqa: BLE001 - report any failure as the test's message
         die(f"yubikit failed: {type(e).__name__}: {e}")

@@ -274,6 +274,8 @@ fn pcsc_interop_yubikit_pygp_opensc() {
     assert_eq!(listed(&r, "isd"), [ISD], "{r}");
     let s = state(&st03);
     assert_eq!(isd_counter(&s), c0 + 1, "one SCP03 session (i=70 counts INITIALIZE UPDATEs)");
+    // What the card said through the channel (GET DATA C1) is what its state file holds.
+    assert_eq!(r["sequence_counter"].as_u64(), Some(isd_counter(&s)), "{r}");
     assert_eq!(s["apps"][0]["domain"]["auth_failures"], serde_json::json!({}), "no failed authentication");
     // Key version 00 means "any": the card answers with its own.
     let mut any = aes_keys;
