@@ -9,3 +9,4 @@ pub mod domain;
 pub mod keys;
 pub mod store;
 pub mod planner;
+pub mod seram_types;
