@@ -809,13 +809,25 @@ impl PlanState {
         match instr {
             Instr::Status { .. } => self.status_answer(s, plain),
             Instr::Cmd { cmd: GpCmd::InstallForLoad } if ELF_EXISTS.contains(&plain.sw.0) && !self.resynced => {
-                // The view said the load file is missing; the card may know better. Read its load
-                // files and go on without LOAD if it is there (once per plan).
+                // The view said the load file is missing; the card may know better. Go on without
+                // LOAD, in the same batch as GET STATUS of the load files that confirms it (if the
+                // file is not there after all, the INSTALL that follows fails harmlessly and the
+                // plan ends with this answer) and of the rest of the registry, which the view may
+                // have wrong too. Once per plan.
                 let elf = self.deploy()?.load_file.aid;
                 let step = self.program[s.pc].step;
                 let purpose = StatusPurpose::CheckLoadFile { elf, sw: plain.sw.0 };
-                self.program.insert(s.pc + 1, Planned { step, instr: Instr::Status { scope: StatusScope::LOAD_FILES_AND_MODULES.0, purpose } });
+                self.program.retain(|p| !matches!(p.instr, Instr::Cmd { cmd: GpCmd::Load { .. } }));
+                let reads = [
+                    Instr::Status { scope: StatusScope::LOAD_FILES_AND_MODULES.0, purpose },
+                    Instr::Status { scope: StatusScope::ISD.0, purpose: StatusPurpose::Resync },
+                    Instr::Status { scope: StatusScope::APPLICATIONS.0, purpose: StatusPurpose::Resync },
+                ];
+                for (k, instr) in reads.into_iter().enumerate() {
+                    self.program.insert(s.pc + 1 + k, Planned { step, instr });
+                }
                 self.resynced = true;
+                self.load_skipped = true;
                 self.pc = s.pc + 1;
                 Ok(())
             }
@@ -852,22 +864,10 @@ impl PlanState {
                     StatusPurpose::Resync => self.merge_registry(scope, entries),
                     StatusPurpose::CheckLoadFile { elf, sw } => {
                         let present = entries.iter().any(|e| e.aid == elf);
-                        if self.card.registry.is_some() {
-                            self.merge_registry(scope, entries);
-                        }
+                        self.merge_registry(scope, entries);
                         if !present {
                             return Err(PlanError::card(&format!("INSTALL [for load] {elf}"), StatusWord(sw)));
                         }
-                        let from = s.pc + 1;
-                        let mut i = from;
-                        while i < self.program.len() {
-                            if matches!(self.program[i].instr, Instr::Cmd { cmd: GpCmd::Load { .. } }) {
-                                self.program.remove(i);
-                            } else {
-                                i += 1;
-                            }
-                        }
-                        self.load_skipped = true;
                     }
                 }
                 self.pc = self.pc.max(s.pc + 1);
