@@ -309,3 +309,40 @@ fn resync_reads_every_page() {
         assert_eq!(view_registry(fresh.card.registry.as_ref().unwrap()), card_registry(&card), "{tag}");
     }
 }
+
+/// Card quirks: the planner follows the profile's (legacy GET STATUS, SCP03 counter only with
+/// data); a card whose legacy-only GET STATUS the view does not know costs one fallback round
+/// trip.
+#[test]
+fn quirks_followed() {
+    for (profile, scp) in combos() {
+        let tag = format!("{profile} {scp}");
+        let quirky = |p: &mut tsm_gp::profile::CardProfile, _: &mut tsm_se::CardConfig| {
+            p.quirks.legacy_get_status_only = true;
+            p.quirks.scp03_counter_only_with_data = true;
+        };
+        let mut card = card_with(profile, scp, 81, quirky);
+        let mut keys = TestKeys::new(scp, 12);
+        let view = first_contact(&card, scp);
+        assert!(view.profile.quirks.legacy_get_status_only);
+        let (r, run, _) = plan(&mut card, view, Operation::Resync, &mut keys, PlanOptions::default());
+        let o = r.unwrap_or_else(|e| panic!("{tag}: {e}"));
+        assert_eq!(run.round_trips, 2, "{tag}");
+        assert!(!run.log.iter().flatten().any(|(_, r)| r.ends_with(&[0x6A, 0x86])), "{tag}: no tagged GET STATUS sent");
+        let d = deploy(hello(), None, 2, true);
+        let (r, run, _) = plan(&mut card, o.card.clone(), Operation::Deploy(Box::new(d)), &mut keys, PlanOptions::default());
+        let o = r.unwrap_or_else(|e| panic!("{tag}: {e}\n{:#?}", run.log));
+        assert_eq!(run.round_trips, expected_rt(scp), "{tag}");
+        // Legacy GET STATUS has no associated SD: compare kinds, AIDs and life cycles.
+        let strip = |v: Vec<(String, String, u8, String)>| v.into_iter().map(|(k, a, l, _)| (k, a, l)).collect::<Vec<_>>();
+        assert_eq!(strip(view_registry(o.card.registry.as_ref().unwrap())), strip(card_registry(&card)), "{tag}");
+
+        // The view does not know the quirk: the tagged GET STATUS is refused once, then legacy.
+        let mut blind = o.card.clone();
+        blind.profile.quirks.legacy_get_status_only = false;
+        let (r, run, _) = plan(&mut card, blind, Operation::Resync, &mut keys, PlanOptions::default());
+        let o = r.unwrap_or_else(|e| panic!("{tag}: {e}"));
+        assert_eq!(run.round_trips, expected_rt(scp) + 1, "{tag}: one fallback round trip");
+        assert!(o.card.profile.quirks.legacy_get_status_only, "{tag}: the quirk is learned for the next plans");
+    }
+}

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tsm_gp::gp::data::GpDataObject;
 use tsm_gp::gp::lifecycle::{AppLifeCycle, ElfLifeCycle, SdLifeCycle};
 use tsm_gp::gp::put_key::{KEY_TYPE_AES, KEY_TYPE_DES};
-use tsm_gp::gp::status::{GetStatusPager, PagerStep};
+use tsm_gp::gp::status::{GetStatusPager, PagerStep, StatusFormat};
 use tsm_gp::gp::store_data::{DataStructure, EncryptionInfo, KeyAttributes, KeyCheck, KeyLoad};
 use tsm_gp::gp::{
     Aid, Delete, GetData, GetStatus, Install, InstallBody, InstallParams, LifeCycle, Load, Privileges, PutKey, PutKeyComponent,
@@ -86,6 +86,9 @@ struct SdCounter {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct PagerProgress {
     pc: usize,
+    /// The first page was asked in the legacy format.
+    #[serde(default)]
+    legacy: bool,
     /// Unwrapped answers (data ‖ SW), replayed through `GetStatusPager`.
     #[serde(with = "hex_list")]
     responses: Vec<Vec<u8>>,
@@ -483,13 +486,11 @@ impl PlanState {
     /// The GET STATUS to send for the instruction at `pc`: the first page, or where the answers
     /// collected so far lead (next page, fallback format or scope).
     fn status_command(&self, pc: usize, scope: u8) -> Result<GetStatus, PlanError> {
-        let mut first = GetStatus::new(StatusScope(scope));
-        if self.card.profile.quirks.legacy_get_status_only {
-            first = first.legacy();
-        }
-        let mut pager = GetStatusPager::new(first);
+        let progress = self.pager.as_ref().filter(|p| p.pc == pc);
+        let legacy = progress.map_or(self.card.profile.quirks.legacy_get_status_only, |p| p.legacy);
+        let mut pager = GetStatusPager::new(first_status(scope, legacy));
         let mut cmd = pager.first().clone();
-        if let Some(p) = self.pager.as_ref().filter(|p| p.pc == pc) {
+        if let Some(p) = progress {
             for r in &p.responses {
                 let r = ResponseApdu::from_bytes(r).map_err(|e| PlanError::BadResponse { command: "GET STATUS".into(), detail: e.to_string() })?;
                 match pager.feed(&r) {
@@ -837,13 +838,10 @@ impl PlanState {
 
     fn status_answer(&mut self, s: &Sent, plain: &ResponseApdu) -> Result<(), PlanError> {
         let Instr::Status { scope, purpose } = self.program[s.pc].instr.clone() else { unreachable!("called for GET STATUS") };
-        let mut progress = self.pager.take().filter(|p| p.pc == s.pc).unwrap_or(PagerProgress { pc: s.pc, responses: Vec::new() });
+        let legacy = self.card.profile.quirks.legacy_get_status_only;
+        let mut progress = self.pager.take().filter(|p| p.pc == s.pc).unwrap_or(PagerProgress { pc: s.pc, legacy, responses: Vec::new() });
         progress.responses.push(plain.to_bytes());
-        let mut first = GetStatus::new(StatusScope(scope));
-        if self.card.profile.quirks.legacy_get_status_only {
-            first = first.legacy();
-        }
-        let mut pager = GetStatusPager::new(first);
+        let mut pager = GetStatusPager::new(first_status(scope, progress.legacy));
         let mut step = None;
         for r in &progress.responses {
             let r = ResponseApdu::from_bytes(r).map_err(|e| PlanError::BadResponse { command: s.name.clone(), detail: e.to_string() })?;
@@ -853,8 +851,12 @@ impl PlanState {
             })?);
         }
         match step {
-            Some(PagerStep::Next(_)) => {
-                // Another page (6310) or a fallback: the same instruction again.
+            Some(PagerStep::Next(next)) => {
+                // Another page (6310) or a fallback: the same instruction again. A card that
+                // refused the tagged format answers only the legacy one: later scopes start there.
+                if next.format == StatusFormat::Legacy {
+                    self.card.profile.quirks.legacy_get_status_only = true;
+                }
                 self.pager = Some(progress);
                 self.pc = s.pc;
             }
@@ -1001,6 +1003,12 @@ impl PlanState {
         self.end = Some(End::Done(Box::new(o.clone())));
         Next::Done(o)
     }
+}
+
+/// The first GET STATUS of a scope, in the tagged or the legacy format.
+fn first_status(scope: u8, legacy: bool) -> GetStatus {
+    let gs = GetStatus::new(StatusScope(scope));
+    if legacy { gs.legacy() } else { gs }
 }
 
 /// The sequence counter in an SCP03 INITIALIZE UPDATE answer (its last 3 bytes when present).

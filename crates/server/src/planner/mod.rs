@@ -129,3 +129,6 @@ impl Planner {
         Ok(r)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -156,7 +156,7 @@ pub struct Run {
 pub fn execute(card: &mut SimCard, batch: &Batch, run: &mut Run) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut log = Vec::new();
-    for c in &batch.commands {
+    for (i, c) in batch.commands.iter().enumerate() {
         if c.apdu.get(1) == Some(&0x82) {
             run.external_authenticates += 1;
         }
@@ -165,7 +165,7 @@ pub fn execute(card: &mut SimCard, batch: &Batch, run: &mut Run) -> Vec<Vec<u8>>
         log.push((c.apdu.clone(), r.clone()));
         out.push(r);
         run.apdus += 1;
-        if !c.accept.contains(&sw) {
+        if !batch.accepts(i, sw) {
             break;
         }
     }
