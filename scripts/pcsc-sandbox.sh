@@ -35,13 +35,21 @@ die() { say "$*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "needs root (ip netns, pcscd)"
 
-# Whether PID $1 runs program $2: alive, not a zombie (a process killed after its parent
-# exited may stay one when PID 1 does not reap), and still that program (PID reuse).
+# Whether PID $1 runs program $2 (or one of "a|b"): alive, not a zombie (a process killed
+# after its parent exited may stay one when PID 1 does not reap), and still that program (PID
+# reuse).
 runs() {
-  local pid=$1 want=$2 stat
+  local pid=$1 want=$2 comm
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$want" ] || return 1
-  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+  [[ "$comm" =~ ^($want)$ ]] || return 1
+  alive "$pid"
+}
+
+# Whether PID $1 exists and is not a zombie.
+alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
   # Field 3, after the parenthesised command name.
   stat=${stat##*) }
   [ "${stat%% *}" != Z ]
@@ -56,14 +64,20 @@ live_pid() {
   echo "$pid"
 }
 
+# Whether the process just started from PID file $1 is alive. Its name is not checked: it is
+# the forked shell, then `ip netns exec`, until it has executed the program.
+starting() {
+  local pid
+  pid=$(tr -cd '0-9' <"$1" 2>/dev/null) || return 1
+  alive "$pid"
+}
+
 # SIGTERM, wait up to $2 tenths of a second, then SIGKILL.
 stop_pid() {
   local pid=$1 tenths=${2:-50} i
   kill -TERM "$pid" 2>/dev/null || return 0
-  local comm
-  comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 0
   for ((i = 0; i < tenths; i++)); do
-    runs "$pid" "$comm" || return 0
+    alive "$pid" || return 0
     sleep 0.1
   done
   say "PID $pid did not stop on SIGTERM; killing it"
@@ -92,7 +106,7 @@ cleanup() {
   if ns_exists; then
     # Anything else left in our namespace (e.g. a card started by hand) is ours too.
     for pid in $(ip netns pids "$ns" 2>/dev/null); do
-      runs "$pid" "$(cat "/proc/$pid/comm" 2>/dev/null)" || continue
+      alive "$pid" || continue
       say "stopping PID $pid left in namespace $ns ($(cat "/proc/$pid/comm" 2>/dev/null || echo '?'))"
       stop_pid "$pid" 30
     done
@@ -145,7 +159,7 @@ start() {
   echo $! >"$pcscd_pidf"
   for ((i = 0; i < 100; i++)); do
     [ -S "$run_dir/pcscd.comm" ] && break
-    live_pid "$pcscd_pidf" pcscd >/dev/null || { tail -20 "$dir/pcscd.log" >&2; cleanup; die "pcscd exited at start"; }
+    starting "$pcscd_pidf" || { tail -20 "$dir/pcscd.log" >&2; cleanup; die "pcscd exited at start"; }
     sleep 0.1
   done
   [ -S "$run_dir/pcscd.comm" ] || { cleanup; die "pcscd did not create $run_dir/pcscd.comm"; }
@@ -159,7 +173,7 @@ start() {
   echo $! >"$card_pidf"
   for ((i = 0; i < 100; i++)); do
     card_in_reader && break
-    live_pid "$card_pidf" tsm >/dev/null || { tail -20 "$dir/card.log" >&2; cleanup; die "the card exited at start"; }
+    starting "$card_pidf" || { tail -20 "$dir/card.log" >&2; cleanup; die "the card exited at start"; }
     sleep 0.1
   done
   card_in_reader || { tail -20 "$dir/card.log" >&2; cleanup; die "the card did not appear in the reader"; }

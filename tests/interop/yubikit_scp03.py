@@ -18,6 +18,7 @@ import argparse
 import logging
 
 from gpcommon import die, emit, find_reader, hexbytes, parse_status
+from smartcard.scard import SCARD_RESET_CARD, SCARD_UNPOWER_CARD
 from ykman.pcsc import ScardSmartCardConnection
 from yubikit.core.smartcard import ApduError, SmartCardProtocol
 from yubikit.core.smartcard.scp import KeyRef, Scp03KeyParams, ScpKid, StaticKeys
@@ -51,6 +52,17 @@ def sequence_counter(protocol):
     return int.from_bytes(data[2:], "big")
 
 
+def after(conn, protocol, disposition):
+    """Warm reset or power cycle through PC/SC, then one more command through the (old)
+    channel: a card must have dropped the session and answer with an error status word."""
+    conn.connection.reconnect(disposition=disposition)
+    try:
+        protocol.send_apdu(0x80, 0xF2, 0x80, 0x02, bytes.fromhex("4F00"))
+        return "9000"
+    except ApduError as e:
+        return f"{e.sw:04X}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reader", default="Virtual PCD 00 00")
@@ -59,6 +71,7 @@ def main():
     ap.add_argument("--enc", required=True)
     ap.add_argument("--mac", required=True)
     ap.add_argument("--dek", required=True)
+    ap.add_argument("--reset-check", action="store_true", help="then reset and power-cycle the card through PC/SC and report the status word of a command on the old channel")
     ap.add_argument("-v", "--verbose", action="store_true", help="yubikit's APDU trace on stderr")
     a = ap.parse_args()
     if a.verbose:
@@ -81,6 +94,9 @@ def main():
             # GET DATA without a data field: yubikit encrypts the empty field as one block.
             "sequence_counter": sequence_counter(protocol),
         }
+        if a.reset_check:
+            out["after_reset"] = after(conn, protocol, SCARD_RESET_CARD)
+            out["after_unpower"] = after(conn, protocol, SCARD_UNPOWER_CARD)
     except Exception as e:  # noqa: BLE001 - report any failure as the test's message
         die(f"yubikit failed: {type(e).__name__}: {e}")
     finally:

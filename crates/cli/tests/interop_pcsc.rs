@@ -270,8 +270,18 @@ fn pcsc_interop_yubikit_pygp_opensc() {
 
     // yubikit: SCP03 level 33 with static keys and the card's key version, GET STATUS through it.
     let c0 = isd_counter(&state(&st03));
-    let r = py.run("yubikit_scp03.py", &aes_keys, "yubikit SCP03 list");
+    let mut a = aes_keys.to_vec();
+    a.push("--reset-check");
+    let r = py.run("yubikit_scp03.py", &a, "yubikit SCP03 list, then reset and power cycle");
     assert_eq!(listed(&r, "isd"), [ISD], "{r}");
+    // A warm reset and a power cycle through PC/SC reach the card and end the session: the
+    // next command on the old channel is refused.
+    for k in ["after_reset", "after_unpower"] {
+        let sw = r[k].as_str().unwrap_or_default();
+        assert!(sw.starts_with("69"), "{k}: the card answered {sw:?} on a channel that a reset must have closed");
+    }
+    let log = sandbox.log("card.log");
+    assert!(log.contains("\nreset\n") && log.contains("\npower off\n"), "reset and power off did not reach the card:\n{log}");
     let s = state(&st03);
     assert_eq!(isd_counter(&s), c0 + 1, "one SCP03 session (i=70 counts INITIALIZE UPDATEs)");
     // What the card said through the channel (GET DATA C1) is what its state file holds.
