@@ -125,7 +125,7 @@ card_in_reader() {
 status() {
   local ok=0 pid
   if pid=$(live_pid "$pcscd_pidf" pcscd); then say "pcscd running (PID $pid, namespace $ns)"; else say "pcscd not running"; ok=1; fi
-  if pid=$(live_pid "$card_pidf" tsm); then say "card running (PID $pid, state ${TSM_CARD_STATE:-$dir/card.json})"; else say "card not running"; fi
+  if pid=$(live_pid "$card_pidf" tsm); then say "card running (PID $pid, state $(cat "$dir/card.state" 2>/dev/null))"; else say "card not running"; fi
   ns_exists && say "namespace $ns exists" || say "namespace $ns absent"
   [ $ok -eq 0 ] && opensc-tool -l 2>&1 | sed 's/^/  /' >&2 || true
   return $ok
@@ -171,6 +171,7 @@ start() {
   ip netns exec "$ns" "$tsm" card run --profile "${TSM_CARD_PROFILE:-uicc}" --state "$state" \
     --vpcd "127.0.0.1:$port" ${TSM_CARD_ARGS:-} </dev/null >"$dir/card.log" 2>&1 9>&- &
   echo $! >"$card_pidf"
+  echo "$state" >"$dir/card.state"
   for ((i = 0; i < 100; i++)); do
     card_in_reader && break
     starting "$card_pidf" || { tail -20 "$dir/card.log" >&2; cleanup; die "the card exited at start"; }
