@@ -370,7 +370,7 @@ impl PlanState {
                 let at = live.position();
                 let seg = b.open(sd, keys, live);
                 let ea = CommandApdu::from_bytes(&ea).map_err(|e| PlanError::Build { command: "EXTERNAL AUTHENTICATE".into(), detail: e.to_string() })?;
-                b.push(self.pc, "EXTERNAL AUTHENTICATE".into(), &ea, vec![OK], SentKind::ExternalAuthenticate { sd, seg, at }, None);
+                b.push(self.pc, format!("EXTERNAL AUTHENTICATE ({sd})"), &ea, vec![OK], SentKind::ExternalAuthenticate { sd, seg, at }, None);
             }
             Session::None | Session::Selected { .. } => {}
         }
@@ -399,25 +399,24 @@ impl PlanState {
                         break;
                     }
                 }
-                Instr::Cmd { cmd } => {
+                instr @ (Instr::Cmd { .. } | Instr::Status { .. }) => {
                     let Some((seg, live)) = b.live.as_mut() else {
-                        return Err(PlanError::InvalidOperation(format!("{cmd:?} without a secure channel")));
+                        return Err(PlanError::InvalidOperation(format!("{instr:?} without a secure channel")));
                     };
                     let seg = *seg;
-                    let built = self.build_cmd(provider, &cmd, &b.segs[seg].sd, live)?;
+                    let built = match &instr {
+                        Instr::Cmd { cmd } => self.build_cmd(provider, cmd, &b.segs[seg].sd, live)?,
+                        Instr::Status { scope, .. } => {
+                            let gs = self.status_command(pc, *scope)?;
+                            let mut built = Built::new(gs.to_string(), gs.to_apdu());
+                            // No entry matches: an answer, not an error (GPCS 2.3 §11.4.3).
+                            built.accept.push(StatusWord::REFERENCED_DATA_NOT_FOUND.0);
+                            built
+                        }
+                        _ => unreachable!("matched above"),
+                    };
                     let (wire, at) = live.wrap(&built.plain).map_err(scp_err(&built.name))?;
                     b.push(pc, built.name, &wire, built.accept, SentKind::Wrapped { seg, at }, built.keys);
-                    self.pc += 1;
-                }
-                Instr::Status { scope, .. } => {
-                    let Some((seg, live)) = b.live.as_mut() else {
-                        return Err(PlanError::InvalidOperation("GET STATUS without a secure channel".into()));
-                    };
-                    let seg = *seg;
-                    let gs = self.status_command(pc, scope)?;
-                    let name = gs.to_string();
-                    let (wire, at) = live.wrap(&gs.to_apdu()).map_err(scp_err(&name))?;
-                    b.push(pc, name, &wire, vec![OK, StatusWord::REFERENCED_DATA_NOT_FOUND.0], SentKind::Wrapped { seg, at }, None);
                     self.pc += 1;
                 }
             }
@@ -448,35 +447,34 @@ impl PlanState {
         let counter = self.current_counter(&sd).filter(|_| !naive && predictable(self.card.scp));
         let iu_name = format!("INITIALIZE UPDATE ({sd})");
         let ea_name = format!("EXTERNAL AUTHENTICATE ({sd})");
-        match (keys, counter, self.card.scp) {
+        let predicted = match (keys, counter, self.card.scp) {
             (Some(keys), Some(counter), Scp::Scp03 { .. }) => {
-                let next = counter + 1;
-                let p = scp03::HostHandshake::predict(keys, &hc, next, sd.as_bytes(), level, channel).map_err(scp_err(&iu_name))?;
-                let (iu, ea, state) = (p.init_update().clone(), p.external_authenticate().clone(), p.snapshot());
-                b.push(pc, iu_name, &iu, vec![OK], SentKind::InitUpdate { sd, keys: src, check: IuCheck::Predicted03 { state } }, None);
-                let live = Live::S03(p.into_host());
-                let at = live.position();
-                let seg = b.open(sd, src, live);
-                b.push(pc, ea_name, &ea, vec![OK], SentKind::ExternalAuthenticate { sd, seg, at }, None);
-                Ok(true)
+                let p = scp03::HostHandshake::predict(keys, &hc, counter + 1, sd.as_bytes(), level, channel).map_err(scp_err(&iu_name))?;
+                let check = IuCheck::Predicted03 { state: p.snapshot() };
+                Ok((p.init_update().clone(), p.external_authenticate().clone(), check, Live::S03(p.into_host())))
             }
             (Some(keys), Some(counter), Scp::Scp02 { i }) if counter <= 0xFFFF => {
                 let hc: [u8; 8] = hc[..8].try_into().expect("8-byte host challenge");
                 let opts = Scp02Options { i, channel, sd_aid: Some(sd.to_vec()) };
                 let p = scp02::HostHandshake::predict(keys, hc, counter as u16, level, opts).map_err(scp_err(&iu_name))?;
-                let (iu, ea, state) = (p.init_update().clone(), p.external_authenticate().clone(), p.snapshot());
-                b.push(pc, iu_name, &iu, vec![OK], SentKind::InitUpdate { sd, keys: src, check: IuCheck::Predicted02 { state } }, None);
-                let live = Live::S02(p.into_host());
+                let check = IuCheck::Predicted02 { state: p.snapshot() };
+                Ok((p.init_update().clone(), p.external_authenticate().clone(), check, Live::S02(p.into_host())))
+            }
+            (keys, _, _) => Err(keys),
+        };
+        match predicted {
+            Ok((iu, ea, check, live)) => {
+                b.push(pc, iu_name, &iu, vec![OK], SentKind::InitUpdate { sd, keys: src, check }, None);
                 let at = live.position();
                 let seg = b.open(sd, src, live);
                 b.push(pc, ea_name, &ea, vec![OK], SentKind::ExternalAuthenticate { sd, seg, at }, None);
                 Ok(true)
             }
-            (keys, _, _) => {
+            Err(keys) => {
                 let kvn = keys.map_or(match src {
                     KeySource::Isd { kvn } | KeySource::Sd { kvn } => kvn,
                 }, |k| k.version);
-                let iu = CommandApdu::new(0x80, tsm_gp::gp::ins::INITIALIZE_UPDATE, kvn, 0x00).with_data(hc.clone()).with_le(256);
+                let iu = tsm_gp::gp::InitializeUpdate::new(kvn, &hc).to_apdu();
                 b.push(pc, iu_name, &iu, vec![OK], SentKind::InitUpdate { sd, keys: src, check: IuCheck::Fresh { host_challenge: hc } }, None);
                 Ok(false)
             }
@@ -694,9 +692,7 @@ impl PlanState {
                         let detail = format!("EXTERNAL AUTHENTICATE answered {:?} ({})", resp.sw, resp.sw.meaning());
                         return Ok(self.fail(PlanError::AuthFailed { sd: sd.to_string(), detail }));
                     }
-                    if matches!(self.card.scp, Scp::Scp02 { .. })
-                        && let HostState::Scp02(h) = &flight.segs[*seg].end
-                    {
+                    if let HostState::Scp02(h) = &flight.segs[*seg].end {
                         // SCP02 counts a session once it is authenticated (GPCS 2.3 App. E).
                         self.set_counter(sd, u32::from(h.sequence_counter) + 1);
                     }

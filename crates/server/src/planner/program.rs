@@ -99,6 +99,17 @@ impl Program {
     fn cmd(&mut self, step: usize, cmd: GpCmd) {
         self.push(step, Instr::Cmd { cmd });
     }
+    /// SELECT `sd` and open a channel with it; with `read_counter`, read its counter first and
+    /// select it again, so that the predicted session's batch does not depend on what the
+    /// card kept selected between round trips.
+    fn select_and_open(&mut self, step: usize, sd: Aid, read_counter: bool, keys: KeySource) {
+        self.push(step, Instr::Select { aid: sd });
+        if read_counter {
+            self.push(step, Instr::ReadCounter { sd });
+            self.push(step, Instr::Select { aid: sd });
+        }
+        self.push(step, Instr::Open { sd, keys });
+    }
 }
 
 /// Whether the card's challenge can be computed from its sequence counter, so that a whole
@@ -127,11 +138,8 @@ pub(crate) fn build(card: &CardView, op: &Operation, opts: &PlanOptions) -> Resu
     let isd = card.isd_aid;
     let open_isd = |p: &mut Program, kvn: u8| {
         let s = p.step(format!("open a secure channel with the ISD {isd}"));
-        p.push(s, Instr::Select { aid: isd });
-        if predictable(card.scp) && !opts.one_apdu_per_round_trip && !(card.counter_is_current && card.sequence_counter.is_some()) {
-            p.push(s, Instr::ReadCounter { sd: isd });
-        }
-        p.push(s, Instr::Open { sd: isd, keys: KeySource::Isd { kvn } });
+        let read = predictable(card.scp) && !opts.one_apdu_per_round_trip && !(card.counter_is_current && card.sequence_counter.is_some());
+        p.select_and_open(s, isd, read, KeySource::Isd { kvn });
     };
     match op {
         Operation::Deploy(d) => {
@@ -196,11 +204,8 @@ pub(crate) fn build(card: &CardView, op: &Operation, opts: &PlanOptions) -> Resu
                 && let Some(initial) = &ssd.initial_keys
             {
                 let s = p.step(format!("replace the initial keys of {}", ssd.aid));
-                p.push(s, Instr::Select { aid: ssd.aid });
-                if predictable(card.scp) && !opts.one_apdu_per_round_trip && opts.new_sd_sequence_counter.is_none() {
-                    p.push(s, Instr::ReadCounter { sd: ssd.aid });
-                }
-                p.push(s, Instr::Open { sd: ssd.aid, keys: KeySource::Sd { kvn: initial.kvn } });
+                let read = predictable(card.scp) && !opts.one_apdu_per_round_trip && opts.new_sd_sequence_counter.is_none();
+                p.select_and_open(s, ssd.aid, read, KeySource::Sd { kvn: initial.kvn });
                 // An initial key set (FF) is replaced by adding one (GPCS 2.3 §11.8.2.2; P1 has 7 bits).
                 let replace = if initial.kvn == INITIAL_KEY_VERSION { 0 } else { initial.kvn };
                 p.cmd(s, GpCmd::PutKey { keyset: ssd.keys.clone(), replace });
@@ -252,11 +257,8 @@ pub(crate) fn build(card: &CardView, op: &Operation, opts: &PlanOptions) -> Resu
                 open_isd(&mut p, if *kvn == 0 { card.key_version } else { *kvn });
             } else {
                 let s = p.step(format!("open a secure channel with {sd}"));
-                p.push(s, Instr::Select { aid: *sd });
-                if predictable(card.scp) && !opts.one_apdu_per_round_trip {
-                    p.push(s, Instr::ReadCounter { sd: *sd });
-                }
-                p.push(s, Instr::Open { sd: *sd, keys: KeySource::Sd { kvn: *kvn } });
+                let read = predictable(card.scp) && !opts.one_apdu_per_round_trip;
+                p.select_and_open(s, *sd, read, KeySource::Sd { kvn: *kvn });
             }
             let s = p.step(format!("put key set {:02X} into {sd}", new_keys.kvn));
             let replace = match (*replace, *kvn) {
