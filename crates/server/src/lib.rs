@@ -4,9 +4,13 @@
 
 pub mod api;
 pub mod app;
+pub mod callbacks;
 pub mod config;
 pub mod domain;
+pub mod http;
 pub mod keys;
 pub mod store;
+#[path = "store/api_queries.rs"]
+pub mod store_api_queries;
 pub mod planner;
 pub mod seram_types;
