@@ -34,6 +34,8 @@ enum Command {
     /// Key check values and key diversification.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCmd),
+    /// Run a TSM server node (provider, admin and SERAM APIs) until SIGTERM or Ctrl-C.
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Card(c) => cmd::card::run(c),
         Command::Gp(c) => cmd::gp::run(c),
         Command::Keys(c) => cmd::keys::run(c),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Trace(c) => cmd::trace::run(c),
     };
     match result {

@@ -4,4 +4,5 @@ pub mod cap;
 pub mod card;
 pub mod gp;
 pub mod keys;
+pub mod serve;
 pub mod trace;
