@@ -162,17 +162,10 @@ fn no_privileges() -> Privileges {
     Privileges::NONE
 }
 
-/// One STORE DATA block of a personalization script.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PersoBlock {
-    /// DGIs (or BER-TLV with `ber_tlv`), as the application expects them.
-    #[serde(with = "tsm_gp::hex::serde")]
-    pub data: Vec<u8>,
-    /// The block holds secrets: encrypted under the security domain's data encryption key
-    /// (the channel's DEK) before it is sent, and STORE DATA says so (P1 b7..b6 = 11).
-    #[serde(default)]
-    pub encrypt: bool,
-}
+/// One STORE DATA block of a personalization script (the domain's type): blocks marked
+/// `encrypt` hold secrets; the planner encrypts them under the channel's DEK (DGIs with b16 set,
+/// or the whole field for BER-TLV) and says so in STORE DATA P1 (b7..b6 = 11).
+pub use crate::domain::PersoBlock;
 
 /// The personalization of one instance: STORE DATA blocks in order, sent under C-DEC after
 /// INSTALL [for personalization].
