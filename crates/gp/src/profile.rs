@@ -40,7 +40,9 @@ impl std::str::FromStr for Carrier {
     }
 }
 
-/// Departures from the specifications seen on real cards.
+/// Departures from the specifications seen on real cards, and optional card features (`euicc`).
+/// Every flag defaults to off (`false`, `0`), the behaviour of the specifications; profile files
+/// may leave any of them out. `docs/card-profiles.md` lists which recorded card needed which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Quirks {
@@ -54,6 +56,45 @@ pub struct Quirks {
     pub encrypt_empty_data: bool,
     /// The card rejects Le after the C-MAC.
     pub no_le_after_mac: bool,
+    /// INSTALL [for install] (with or without make selectable) answers without data, where
+    /// GPCS 2.3 §11.5.3 asks for a single `00` byte when no receipt is generated.
+    pub install_for_install_without_data: bool,
+    /// LOAD answers its `00` byte on the first block (block number `00`) and nothing on the
+    /// others, the last included; GPCS 2.3 §11.6.3 puts it on the last block.
+    pub load_00_on_first_block: bool,
+    /// R-ENC pads response data (`80 00…`) to at least this many bytes, more than the one
+    /// padding block Amd D §6.2.7 asks for (a multiple of 16; `0`: minimal padding). Hosts
+    /// decrypt it anyway (the padding is stripped after the R-MAC has been checked).
+    pub r_enc_min_padded_len: u16,
+    /// The factory key set is numbered `00` (INITIALIZE UPDATE answers key version `00`)
+    /// instead of `FF` (GPCS 2.3 §11.8.2.2); only INITIALIZE UPDATE P1 = `00` reaches it.
+    pub key_version_00: bool,
+    /// INITIALIZE UPDATE P1 (key version) is not checked: the card answers with its first key
+    /// set whatever version is asked, where GPCS 2.3 §11.5.2 wants `6A88` for an unknown one.
+    pub init_update_ignores_key_version: bool,
+    /// GET STATUS P1 = `10` (load files and their modules) is not supported (`6A86`); hosts
+    /// fall back to P1 = `20`.
+    pub no_get_status_modules: bool,
+    /// Tagged GET STATUS entries carry only `4F`, `9F70` and (for the ISD, applications and
+    /// security domains) `C5`: no load file (`C4`), version (`CE`) or associated security
+    /// domain (`CC`), as GP 2.1.1-era cards answer.
+    pub status_minimal_entries: bool,
+    /// Tagged GET STATUS entries give privileges (`C5`) in one byte when bytes 2 and 3 are
+    /// zero (the GP 2.1.1 form).
+    pub status_one_byte_privileges: bool,
+    /// Tagged GET STATUS entries of the ISD, applications and security domains also carry
+    /// `CE`, the version of their executable load file.
+    pub status_load_file_version_in_apps: bool,
+    /// Tagged GET STATUS entries of the ISD, applications and security domains also carry the
+    /// UICC system specific parameters (`EA`, ETSI TS 102 226) of their install parameters,
+    /// as UICCs report them.
+    pub status_uicc_parameters: bool,
+    /// SELECT of a security domain answers `6F { 84 AID, A5 { 9F65 max length } }`, without
+    /// the security domain management data (`73`, optional in GPCS 2.3 §11.9.3.1).
+    pub fci_without_management_data: bool,
+    /// An eUICC (GSMA SGP.22): the ISD plays the ISD-R and answers the ES10c GetEuiccData
+    /// request (STORE DATA `BF3E { 5C 01 5A }`) with the card's EID, `BF3E { 5A 10 EID }`.
+    pub euicc: bool,
 }
 
 impl Quirks {
@@ -184,6 +225,31 @@ mod tests {
         let atr = atr_with_historical_bytes(b"ab");
         assert_eq!(&atr[..4], &[0x3B, 0x82, 0x80, 0x01]);
         assert_eq!(atr[1..].iter().fold(0, |a, b| a ^ b), 0, "T0..TCK XOR to zero");
+    }
+
+    #[test]
+    fn quirks_default_when_absent_and_round_trip() {
+        let q: Quirks = serde_json::from_str(r#"{"legacy_get_status_only": true}"#).unwrap();
+        assert_eq!(q, Quirks { legacy_get_status_only: true, ..Quirks::default() });
+        let all = Quirks {
+            install_for_install_without_data: true,
+            load_00_on_first_block: true,
+            r_enc_min_padded_len: 32,
+            key_version_00: true,
+            init_update_ignores_key_version: true,
+            no_get_status_modules: true,
+            status_minimal_entries: true,
+            status_one_byte_privileges: true,
+            status_load_file_version_in_apps: true,
+            status_uicc_parameters: true,
+            fci_without_management_data: true,
+            euicc: true,
+            ..Quirks::default()
+        };
+        let json = serde_json::to_string(&all).unwrap();
+        assert_eq!(serde_json::from_str::<Quirks>(&json).unwrap(), all);
+        // Card-side behaviour only: the host's channel options do not change.
+        assert_eq!(all.channel_options(), Quirks::default().channel_options());
     }
 
     #[test]
