@@ -14,3 +14,4 @@ pub mod store;
 pub mod store_api_queries;
 pub mod planner;
 pub mod seram_types;
+pub mod agent;

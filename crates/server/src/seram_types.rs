@@ -87,7 +87,7 @@ impl HexApdu {
     }
     /// Whether the text matches the schema's pattern exactly (upper-case pairs).
     pub fn is_canonical(&self) -> bool {
-        self.0.len() % 2 == 0 && self.0.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+        self.0.len() & 1 == 0 && self.0.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
