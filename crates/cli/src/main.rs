@@ -36,11 +36,15 @@ enum Command {
     Keys(cmd::keys::KeysCmd),
     /// Run a TSM server node (provider, admin and SERAM APIs) until SIGTERM or Ctrl-C.
     Serve(cmd::serve::ServeArgs),
+    /// Be a phone's local agent (GP SERAM) for one session: run a TSM's orders on a card.
+    #[command(long_about = cmd::agent::LONG_HELP)]
+    Agent(cmd::agent::AgentArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Agent(a) => cmd::agent::run(a),
         Command::Cap(c) => cmd::cap::run(c),
         Command::Card(c) => cmd::card::run(c),
         Command::Gp(c) => cmd::gp::run(c),

@@ -1,5 +1,6 @@
 //! One module per `tsm` subcommand group.
 
+pub mod agent;
 pub mod cap;
 pub mod card;
 pub mod gp;
