@@ -1,5 +1,6 @@
 //! `tsm`: the Trusted Service Manager command.
 
+mod cardfile;
 mod cmd;
 mod error;
 

@@ -159,7 +159,7 @@ pub fn parse_log(text: &str) -> Result<Vec<Exchange>, RecordingError> {
             // tab or a comment marker: cut there; what is left must be hex.
             let end = ["  ", "\t", "#", "//", "("].iter().filter_map(|m| hexpart.find(m)).min().unwrap_or(hexpart.len());
             let hexpart = &hexpart[..end];
-            let bytes = decode(line, if is_cmd { "command" } else { "response" }, &hexpart)?;
+            let bytes = decode(line, if is_cmd { "command" } else { "response" }, hexpart)?;
             if is_cmd {
                 out.push(Exchange { index: out.len() + 1, command: bytes, command_line: line, response: None, response_line: None });
             } else {

@@ -10,6 +10,7 @@ pub struct Tag(pub u32);
 
 impl Tag {
     /// Number of bytes in the encoded tag.
+    #[allow(clippy::len_without_is_empty)] // a tag is never empty
     pub fn len(self) -> usize {
         match self.0 {
             0..=0xFF => 1,

@@ -1,10 +1,10 @@
 //! `tsm agent`: the GP SERAM local agent on the command line — what a phone app does for a
 //! TSM, with a simulated card or a PC/SC reader as the secure element.
 
-use crate::cmd::keys::key_bytes;
+use crate::cardfile::{pick_reader, se_error, storage_key, write_state};
 use crate::error::CliError;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tsm_gp::crypto::SecretKey;
 use tsm_gp::hex;
@@ -195,14 +195,10 @@ fn describe(event: &AgentEvent, verbose: bool) -> Option<String> {
     })
 }
 
-fn se_err(e: tsm_se::SeError) -> CliError {
-    CliError::failed(e.code(), e.to_string())
-}
-
 fn open_card(a: &AgentArgs) -> Result<Card, CliError> {
     if let Some(path) = &a.card_state {
-        let key = storage_key(path, a.card_key.as_deref())?;
-        let sim = SimCard::load(path, &key).map_err(se_err)?;
+        let key = storage_key(path, a.card_key.as_deref(), false)?;
+        let sim = SimCard::load(path, &key).map_err(se_error)?;
         let se_type = se_type_of(&sim.state().profile);
         let describe = format!("simulated card {} (profile {})", path.display(), sim.state().profile.name);
         let (shared, handle) = Shared::new(sim);
@@ -213,7 +209,7 @@ fn open_card(a: &AgentArgs) -> Result<Card, CliError> {
             CliError::new("input.profile", format!("unknown profile {name:?}: one of {}", CardProfile::BUILTIN.join(", ")))
         })?;
         let se_type = se_type_of(&profile);
-        let sim = SimCard::new(profile, CardConfig::default()).map_err(se_err)?;
+        let sim = SimCard::new(profile, CardConfig::default()).map_err(se_error)?;
         return Ok(Card { transport: Box::new(sim), persist: None, describe: format!("a fresh in-memory {name} card (not saved)"), se_type });
     }
     let want = a.reader.as_deref().unwrap_or_default();
@@ -228,67 +224,6 @@ fn se_type_of(p: &CardProfile) -> SeType {
         Carrier::Ese => SeType::Ese,
         _ => SeType::Undefined,
     }
-}
-
-/// The reader named `want`: exact, or a unique case-insensitive part.
-fn pick_reader(want: &str) -> Result<String, CliError> {
-    let readers = tsm_pcsc::list_readers().map_err(|e| CliError::failed(e.code(), e.to_string()))?;
-    if let Some(r) = readers.iter().find(|r| r.as_str() == want) {
-        return Ok(r.clone());
-    }
-    let lw = want.to_lowercase();
-    let matches: Vec<&String> = readers.iter().filter(|r| r.to_lowercase().contains(&lw)).collect();
-    match matches.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(CliError::new("pcsc.unknown_reader", format!("no reader matches {want:?} (readers: {readers:?})"))),
-        many => Err(CliError::new("pcsc.ambiguous_reader", format!("{want:?} matches {} readers: {many:?}", many.len()))),
-    }
-}
-
-/// `--card-key`, else STATE.key next to the state file (as `tsm card new` writes it).
-fn storage_key(state: &Path, spec: Option<&str>) -> Result<SecretKey, CliError> {
-    let mut key_file = state.as_os_str().to_owned();
-    key_file.push(".key");
-    let key_file = PathBuf::from(key_file);
-    let spec = match spec {
-        Some(s) => s.to_string(),
-        None if key_file.exists() => format!("file:{}", key_file.display()),
-        None => {
-            return Err(CliError::new(
-                "input.card_key",
-                format!("no storage key for {}: give --card-key (or TSM_CARD_KEY) or put it in {}", state.display(), key_file.display()),
-            ));
-        }
-    };
-    let bytes = key_bytes(&spec)?;
-    if bytes.len() != 32 {
-        return Err(CliError::new("input.card_key", format!("the storage key has 32 bytes, got {}", bytes.len())));
-    }
-    SecretKey::aes(&bytes).map_err(|e| CliError::new("input.card_key", format!("card key: {e}")))
-}
-
-/// Writes the sealed state atomically (a temporary file, then rename; mode 0600), so that a
-/// crash while saving leaves the previous state.
-fn write_state(card: &SimCard, path: &Path, key: &SecretKey) -> Result<(), CliError> {
-    let st = card.sealed_state(key).map_err(se_err)?;
-    let json = serde_json::to_string_pretty(&st).map_err(|e| CliError::failed("se.json", e.to_string()))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
-    let tmp = dir.join(format!(".{name}.agent{}", std::process::id()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let result = opts.open(&tmp).and_then(|mut f| {
-        f.write_all(json.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()
-    });
-    if let Err(e) = result.and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(CliError::failed("io.write", format!("cannot write {}: {e}", path.display())));
-    }
-    Ok(())
 }
 
 /// The default SE id: IC fabricator ‖ IC type ‖ IC serial number ‖ IC batch identifier of the

@@ -1,12 +1,11 @@
 //! `tsm card`: simulated secure elements and PC/SC readers.
 
 use crate::cmd::keys::key_bytes;
+use crate::cardfile::{se_error, storage_key, write_state};
 use crate::error::CliError;
 use clap::{Args, Subcommand};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use tsm_gp::crypto::SecretKey;
-use tsm_gp::hex;
 use tsm_gp::profile::CardProfile;
 use tsm_gp::scp::Scp;
 use tsm_se::vpcd::{self, Event, VpcdHooks, VpcdOptions};
@@ -194,10 +193,6 @@ pub struct CardArgs {
     seed: Option<u64>,
 }
 
-fn se_err(e: tsm_se::error::SeError) -> CliError {
-    CliError::new(e.code(), e.to_string())
-}
-
 fn resolve_profile(spec: &str) -> Result<CardProfile, CliError> {
     if let Some(p) = CardProfile::builtin(spec) {
         return Ok(p);
@@ -237,54 +232,6 @@ fn parse_kvn(s: &str) -> Result<u8, CliError> {
     u8::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|_| CliError::new("input.kvn", format!("key version {s:?}: hex byte expected")))
 }
 
-/// The default storage key file of a state file: `card.json` → `card.json.key`.
-fn default_key_path(state: &Path) -> PathBuf {
-    let mut s = state.as_os_str().to_owned();
-    s.push(".key");
-    PathBuf::from(s)
-}
-
-fn storage_key_from(bytes: &[u8], origin: &str) -> Result<SecretKey, CliError> {
-    if bytes.len() != 32 {
-        return Err(CliError::new("input.card_key", format!("storage key from {origin} must be 32 bytes, got {}", bytes.len())));
-    }
-    Ok(SecretKey::aes(bytes)?)
-}
-
-/// The storage key: `--card-key`, else STATE.key (created when `create` and missing).
-fn storage_key(args: &CardArgs, create: bool) -> Result<SecretKey, CliError> {
-    if let Some(spec) = &args.card_key {
-        let what = if spec.starts_with("env:") || spec.starts_with("file:") { spec.as_str() } else { "--card-key" };
-        return storage_key_from(&key_bytes(spec)?, what);
-    }
-    let path = default_key_path(&args.state);
-    if path.exists() {
-        let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| CliError::new("io.read", format!("cannot read {}: {e}", path.display())))?);
-        let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|e| CliError::new("input.card_key", format!("{}: not hex: {e}", path.display())))?);
-        return storage_key_from(&bytes, &path.display().to_string());
-    }
-    if !create {
-        return Err(CliError::new(
-            "input.card_key",
-            format!("no storage key for {}: give --card-key or put it in {}", args.state.display(), path.display()),
-        ));
-    }
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    // The CLI reads the OS generator directly (no extra dependency); Linux and the BSDs have it.
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes[..]))
-        .map_err(|e| CliError::failed("io.random", format!("cannot read /dev/urandom: {e}")))?;
-    let text = Zeroizing::new(format!("{}\n", hex::encode(&bytes[..])));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&path).map_err(|e| CliError::new("io.write", format!("cannot create {}: {e}", path.display())))?;
-    f.write_all(text.as_bytes()).map_err(|e| CliError::new("io.write", format!("cannot write {}: {e}", path.display())))?;
-    eprintln!("created storage key file {} (mode 0600): keep it with the state file", path.display());
-    storage_key_from(&bytes[..], &path.display().to_string())
-}
-
 fn card_config(args: &CardArgs, profile: &CardProfile) -> Result<CardConfig, CliError> {
     let mut config = CardConfig::default();
     let scp = match &args.scp {
@@ -319,31 +266,6 @@ fn card_config(args: &CardArgs, profile: &CardProfile) -> Result<CardConfig, Cli
     Ok(config)
 }
 
-/// Writes the sealed state atomically (temporary file, then rename), mode 0600: a crash while
-/// saving leaves the previous state, never half a file.
-fn write_state(card: &SimCard, path: &Path, key: &SecretKey) -> Result<(), CliError> {
-    let st = card.sealed_state(key).map_err(se_err)?;
-    let json = serde_json::to_string_pretty(&st).map_err(|e| CliError::failed("se.json", e.to_string()))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let io = |e: std::io::Error| CliError::failed("io.write", format!("cannot write {}: {e}", path.display()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let result = opts.open(&tmp).and_then(|mut f| {
-        f.write_all(json.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()
-    });
-    if let Err(e) = result.and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    Ok(())
-}
-
 fn describe_card(card: &SimCard) -> String {
     let st = card.state();
     let isd = st.isd();
@@ -366,7 +288,7 @@ fn describe_card(card: &SimCard) -> String {
 fn new_card(args: &CardArgs) -> Result<SimCard, CliError> {
     let profile = resolve_profile(args.profile.as_deref().unwrap_or("uicc"))?;
     let config = card_config(args, &profile)?;
-    SimCard::new(profile, config).map_err(se_err)
+    SimCard::new(profile, config).map_err(se_error)
 }
 
 fn card_new(a: NewArgs) -> Result<(), CliError> {
@@ -374,7 +296,7 @@ fn card_new(a: NewArgs) -> Result<(), CliError> {
         return Err(CliError::new("io.exists", format!("{} exists (use --force to replace it)", a.card.state.display())));
     }
     let card = new_card(&a.card)?;
-    let key = storage_key(&a.card, true)?;
+    let key = storage_key(&a.card.state, a.card.card_key.as_deref(), true)?;
     write_state(&card, &a.card.state, &key)?;
     println!("{}: {}", a.card.state.display(), describe_card(&card));
     Ok(())
@@ -383,8 +305,8 @@ fn card_new(a: NewArgs) -> Result<(), CliError> {
 fn card_run(a: RunArgs) -> Result<(), CliError> {
     let args = &a.card;
     let (mut card, key) = if args.state.exists() {
-        let key = storage_key(args, false)?;
-        let card = SimCard::load(&args.state, &key).map_err(se_err)?;
+        let key = storage_key(&args.state, args.card_key.as_deref(), false)?;
+        let card = SimCard::load(&args.state, &key).map_err(se_error)?;
         if let Some(p) = &args.profile {
             let want = resolve_profile(p)?;
             if want.name != card.state().profile.name {
@@ -400,7 +322,7 @@ fn card_run(a: RunArgs) -> Result<(), CliError> {
         (card, key)
     } else {
         let card = new_card(args)?;
-        let key = storage_key(args, true)?;
+        let key = storage_key(&args.state, args.card_key.as_deref(), true)?;
         write_state(&card, &args.state, &key)?;
         eprintln!("created {}", args.state.display());
         (card, key)

@@ -1,5 +1,6 @@
 //! `tsm gp`: GlobalPlatform card management through a reader or a simulated card.
 
+use crate::cardfile::pick_reader;
 use crate::cmd::keys::key_bytes;
 use crate::error::{CliError, read_file};
 use clap::{Args, Subcommand};
@@ -408,68 +409,20 @@ struct CardMeta {
     config: SessionConfig,
 }
 
-/// The reader named by `--reader` (exact, or a unique case-insensitive part).
-fn pick_reader(want: &str) -> Result<String, CliError> {
-    let readers = tsm_pcsc::list_readers().map_err(pcsc_error)?;
-    if readers.is_empty() {
-        return Err(pcsc_error(tsm_pcsc::PcscError::NoReaders));
-    }
-    if let Some(r) = readers.iter().find(|r| r.as_str() == want) {
-        return Ok(r.clone());
-    }
-    let lw = want.to_lowercase();
-    let matches: Vec<&String> = readers.iter().filter(|r| r.to_lowercase().contains(&lw)).collect();
-    match matches.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(CliError::new("pcsc.unknown_reader", format!("no reader matches {want:?} (readers: {})", quote_all(&readers)))),
-        many => Err(CliError::new(
-            "pcsc.ambiguous_reader",
-            format!("{want:?} matches {} readers: {}", many.len(), quote_all(&many.iter().map(|s| s.to_string()).collect::<Vec<_>>())),
-        )),
-    }
-}
-
-fn quote_all(v: &[String]) -> String {
-    v.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(", ")
-}
-
-fn se_error(e: tsm_se::SeError) -> CliError {
-    CliError::failed(e.code(), e.to_string())
-}
-
 /// Runs `f` on a simulated card loaded from its state file, then saves the state.
 fn with_sim_card<R>(
     card: &CardArgs,
     path: &std::path::Path,
     f: impl FnOnce(&mut dyn Transport, &CardMeta) -> Result<R, CliError>,
 ) -> Result<R, CliError> {
-    // As `tsm card new/run`: --card-key, else the key file STATE.key next to the state file.
-    let mut key_file = path.as_os_str().to_owned();
-    key_file.push(".key");
-    let key_file = std::path::PathBuf::from(key_file);
-    let spec = match &card.card_key {
-        Some(s) => s.clone(),
-        None if key_file.exists() => format!("file:{}", key_file.display()),
-        None => {
-            return Err(CliError::new(
-                "input.card_key",
-                format!("no storage key for {}: give --card-key (or TSM_CARD_KEY) or put it in {}", path.display(), key_file.display()),
-            ));
-        }
-    };
-    let bytes = key_bytes(&spec)?;
-    if bytes.len() != 32 {
-        return Err(CliError::new("input.card_key", format!("the storage key has 32 bytes, got {}", bytes.len())));
-    }
-    let key = SecretKey::aes(&bytes).map_err(|e| CliError::new("input.card_key", format!("card key: {e}")))?;
-    let mut sim = tsm_se::SimCard::load(path, &key).map_err(se_error)?;
+    let (mut sim, key) = crate::cardfile::load(path, card.card_key.as_deref())?;
     let meta = CardMeta {
         reader: format!("simulated card {}", path.display()),
         atr: tsm_se::CardDevice::atr(&sim),
         config: SessionConfig::from_profile(&sim.state().profile),
     };
     let result = f(&mut Logged { inner: &mut sim, verbose: card.verbose }, &meta);
-    let saved = sim.save(path, &key).map_err(se_error);
+    let saved = crate::cardfile::write_state(&sim, path, &key);
     match (result, saved) {
         (Ok(r), Ok(())) => Ok(r),
         (Ok(_), Err(e)) | (Err(e), _) => Err(e),

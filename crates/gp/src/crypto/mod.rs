@@ -152,13 +152,13 @@ impl Engine {
 /// need the first key half alone.
 pub fn des_encrypt_block(key8: &[u8], block: &mut [u8; 8]) -> Result<(), CryptoError> {
     let c = des::Des::new_from_slice(key8).map_err(|_| CryptoError::KeyLength { alg: KeyAlg::Des3_2k, len: key8.len() })?;
-    c.encrypt_block(block.try_into().expect("one whole block"));
+    c.encrypt_block(block.into());
     Ok(())
 }
 
 fn des_decrypt_block(key8: &[u8], block: &mut [u8; 8]) -> Result<(), CryptoError> {
     let c = des::Des::new_from_slice(key8).map_err(|_| CryptoError::KeyLength { alg: KeyAlg::Des3_2k, len: key8.len() })?;
-    c.decrypt_block(block.try_into().expect("one whole block"));
+    c.decrypt_block(block.into());
     Ok(())
 }
 
@@ -265,7 +265,7 @@ pub fn kcv(key: &dyn SymmetricKey) -> Result<[u8; 3], CryptoError> {
 }
 
 fn check_aligned(len: usize, block: usize) -> Result<(), CryptoError> {
-    if len % block != 0 { Err(CryptoError::NotBlockAligned { len, block }) } else { Ok(()) }
+    if !len.is_multiple_of(block) { Err(CryptoError::NotBlockAligned { len, block }) } else { Ok(()) }
 }
 
 pub fn ecb_encrypt(key: &SecretKey, data: &[u8]) -> Result<Vec<u8>, CryptoError> {

@@ -36,7 +36,7 @@ pub fn seal(storage_key: &SecretKey, iv: &[u8; 16], aad: &[u8], plain: &[u8]) ->
 /// Verifies and decrypts a sealed value. Any change to it, or a wrong key or `aad`, is
 /// `CryptoError::BadSeal`.
 pub fn open(storage_key: &SecretKey, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    if sealed.len() < 1 + 16 + 16 + 16 || (sealed.len() - 33) % 16 != 0 || sealed[0] != VERSION {
+    if sealed.len() < 1 + 16 + 16 + 16 || !(sealed.len() - 33).is_multiple_of(16) || sealed[0] != VERSION {
         return Err(CryptoError::BadSeal);
     }
     let (ke, km) = subkeys(storage_key)?;
