@@ -14,7 +14,7 @@ use tsm_gp::apdu::{CommandApdu, ResponseApdu};
 use tsm_gp::codec::Codec;
 use tsm_gp::crypto::seal;
 use tsm_gp::crypto::{KeyAlg, SecretKey};
-use tsm_gp::gp::data::CardRecognitionData;
+use tsm_gp::gp::data::{CardRecognitionData, CrdEntry, Oid};
 use tsm_gp::gp::lifecycle::{AppLifeCycle, CardLifeCycle, SdLifeCycle};
 use tsm_gp::gp::load::LoadAssembler;
 use tsm_gp::gp::status::{StatusFormat, StatusScope};
@@ -68,7 +68,7 @@ pub(crate) struct Session {
 /// INITIALIZE UPDATE answered, EXTERNAL AUTHENTICATE awaited.
 pub(crate) enum Pending {
     Scp02 { sd: Aid, kvn: u8, pending: scp02::card::CardPending },
-    Scp03 { sd: Aid, kvn: u8, pending: scp03::card::CardPending, dek: SecretKey },
+    Scp03 { sd: Aid, kvn: u8, pending: scp03::card::CardPending, dek: SecretKey, renc: Option<crate::renc::REncKeys> },
 }
 
 /// A load in progress: INSTALL [for load] accepted, LOAD blocks arriving.
@@ -207,9 +207,25 @@ impl SimCard {
                 return Err(SeError::Config(format!("ISD key of type {:?} cannot run {scp}", k.alg())));
             }
         }
-        if !(1..=0x7F).contains(&keys.version) && keys.version != crate::config::INITIAL_KEY_VERSION {
-            return Err(SeError::Config(format!("key version {:02X} outside 01..7F and FF", keys.version)));
+        let v00 = keys.version == 0 && profile.quirks.key_version_00;
+        if !(1..=0x7F).contains(&keys.version) && keys.version != crate::config::INITIAL_KEY_VERSION && !v00 {
+            return Err(SeError::Config(format!(
+                "key version {:02X} outside 01..7F and FF (00 only with the key_version_00 quirk)",
+                keys.version
+            )));
         }
+        if config.identity.gp_version.is_empty() {
+            return Err(SeError::Config("identity: empty GP version".into()));
+        }
+        if let Some(c) = &config.identity.capabilities {
+            tsm_gp::gp::data::CardCapabilities::parse(c)
+                .map_err(|e| SeError::Config(format!("identity: card capabilities: {e}")))?;
+        }
+        let eid = match config.eid {
+            Some(e) => Some(e.to_vec()),
+            None if profile.quirks.euicc => Some(crate::config::default_eid(&profile.cplc).to_vec()),
+            None => None,
+        };
         let max_seq = match scp {
             Scp::Scp02 { .. } => 0xFFFF,
             Scp::Scp03 { .. } => scp03::MAX_SEQUENCE_COUNTER,
@@ -247,6 +263,7 @@ impl SimCard {
             volatile_cost: 0,
             model: None,
             domain: Some(domain),
+            contactless_state: None,
         };
         let sd_elf = LoadFileRecord {
             aid: SD_PACKAGE_AID,
@@ -257,6 +274,8 @@ impl SimCard {
             nv_cost: 0,
             builtin: true,
             lfdb_sha256: Vec::new(),
+            hidden: false,
+            contactless_state: None,
         };
         let state = CardState {
             format: STATE_FORMAT.to_string(),
@@ -274,6 +293,8 @@ impl SimCard {
             load_files: vec![sd_elf],
             apps: vec![isd_record],
             rng: RngState::new(config.seed),
+            eid,
+            identity: config.identity.clone(),
         };
         let mut card = SimCard::empty(state, ModelRegistry::new());
         card.ssd_initial_key = Zeroizing::new(config.ssd_initial_key.clone());
@@ -591,9 +612,57 @@ impl SimCard {
     fn app_process(&mut self, ch: u8, aid: Aid, cmd: &CommandApdu) -> ResponseApdu {
         let Some(ctx) = self.app_context(&aid, ch) else { return ResponseApdu::status(StatusWord::FILE_NOT_FOUND) };
         let Some(m) = self.live.get_mut(&aid) else { return ResponseApdu::status(StatusWord::INS_NOT_SUPPORTED) };
+        if m.secure_channel() {
+            return self.app_secure_process(ch, aid, cmd);
+        }
         let r = m.process(&ctx, cmd);
         self.sync_model(&aid);
         r
+    }
+
+    /// An application that uses its security domain's secure channel (GP API
+    /// `SecureChannel.processSecurity`, `unwrap`, `wrap`; GPCS 2.3 §10.1.2): the handshake runs
+    /// with the associated security domain's keys, commands are unwrapped before the model
+    /// sees them and responses protected after.
+    fn app_secure_process(&mut self, ch: u8, aid: Aid, cmd: &CommandApdu) -> ResponseApdu {
+        let Some(sd) = self.state.app(&aid).map(|a| a.associated_sd).filter(|s| self.state.domain(s).is_some()) else {
+            return ResponseApdu::status(StatusWord::CONDITIONS_NOT_SATISFIED);
+        };
+        if cmd.cla & 0x80 != 0 {
+            match cmd.ins {
+                tsm_gp::gp::ins::INITIALIZE_UPDATE => return self.initialize_update(ch, sd, cmd),
+                tsm_gp::gp::ins::EXTERNAL_AUTHENTICATE => return self.external_authenticate(ch, sd, cmd),
+                _ => {}
+            }
+        }
+        let c = &mut self.channels[ch as usize];
+        c.pending = None;
+        let plain = match c.session.as_mut() {
+            Some(s) => match s.channel.unwrap_command(cmd) {
+                Ok(p) => p,
+                Err(e) => {
+                    c.end_session();
+                    return ResponseApdu::status(e.card_status());
+                }
+            },
+            None if cmd.is_secure_messaging() => return ResponseApdu::status(StatusWord::SECURITY_STATUS_NOT_SATISFIED),
+            None => cmd.clone(),
+        };
+        let Some(ctx) = self.app_context(&aid, ch) else { return ResponseApdu::status(StatusWord::FILE_NOT_FOUND) };
+        let Some(m) = self.live.get_mut(&aid) else { return ResponseApdu::status(StatusWord::INS_NOT_SUPPORTED) };
+        let resp = m.process(&ctx, &plain);
+        self.sync_model(&aid);
+        let c = &mut self.channels[ch as usize];
+        match c.session.as_mut() {
+            Some(s) => match s.channel.wrap_response(resp) {
+                Ok(r) => r,
+                Err(e) => {
+                    c.end_session();
+                    ResponseApdu::status(e.card_status())
+                }
+            },
+            None => resp,
+        }
     }
 
     /// MANAGE CHANNEL (ISO 7816-4 §11.1.2): open (P1 `00`, P2 `00` for "any" or the channel
@@ -741,10 +810,12 @@ impl SimCard {
     /// (the card recognition data), 9F65 maximum command data length } }`.
     pub(crate) fn sd_fci(&self, sd: &Aid) -> Vec<u8> {
         let scp = self.state.domain(sd).map(|d| d.scp).unwrap_or(self.state.profile.scp[0]);
-        let crd = CardRecognitionData::gp(&[2, 3, 1], &[(scp.id(), scp.i())]).to_bytes();
-        // crd = 66 L 73 L …: keep the 73 template.
-        let t73 = tlv::find(&crd, 0x66).ok().flatten().map(|t| t.value.to_vec()).unwrap_or_default();
-        let mut a5 = t73;
+        let mut a5 = Vec::new();
+        if !self.state.profile.quirks.fci_without_management_data {
+            let crd = self.card_recognition(scp).to_bytes();
+            // crd = 66 L 73 L …: keep the 73 template.
+            a5 = tlv::find(&crd, 0x66).ok().flatten().map(|t| t.value.to_vec()).unwrap_or_default();
+        }
         let max = if self.state.profile.extended_length { vec![0x7F, 0xFF] } else { vec![0xFF] };
         tlv::put(&mut a5, 0x9F65, &max);
         let mut v = Vec::new();
@@ -753,6 +824,20 @@ impl SimCard {
         let mut out = Vec::new();
         tlv::put(&mut out, 0x6F, &v);
         out
+    }
+
+    /// The Card Recognition Data (GPCS 2.3 §H.2) of a security domain running `scp`: the GP
+    /// version and the manufacturer's details of [`CardIdentity`](crate::CardIdentity), the
+    /// secure channel of the domain.
+    pub(crate) fn card_recognition(&self, scp: Scp) -> CardRecognitionData {
+        let id = &self.state.identity;
+        let mut crd = CardRecognitionData::gp(&id.gp_version, &[(scp.id(), scp.i())]);
+        for (tag, oid) in [(0x65, &id.card_config_details), (0x66, &id.card_chip_details)] {
+            if let Some(o) = oid {
+                crd.entries.push(CrdEntry { tag, oid: Oid(o.clone()), extra: Vec::new() });
+            }
+        }
+        crd
     }
 
     /// Install parameters as the card reads them (`C9`, `EF`); `6A80` when they do not decode.

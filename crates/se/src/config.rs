@@ -3,6 +3,7 @@
 //! card holds.
 
 use crate::error::SeError;
+use crate::state::CardIdentity;
 use tsm_gp::crypto::{KeyAlg, SecretKey};
 use tsm_gp::gp::CardLifeCycle;
 use tsm_gp::profile::CardProfile;
@@ -89,6 +90,12 @@ pub struct CardConfig {
     /// The initial key of a new supplementary security domain (version `FF`, one value for
     /// ENC, MAC and DEK, in the algorithm of the SSD's secure channel). Default: the GP test key.
     pub ssd_initial_key: Vec<u8>,
+    /// The EID of an eUICC (profile quirk `euicc`; GSMA SGP.22 GetEuiccData). `None` on an
+    /// eUICC derives one from the CPLC: `89` followed by zeros, the IC serial number in
+    /// decimal and the ISO 7064 MOD 97-10 check digits (SGP.29 layout, not a registered issuer).
+    pub eid: Option<[u8; 16]>,
+    /// What the card declares in GET DATA `66` (and its FCI) and `67` beyond its profile.
+    pub identity: CardIdentity,
 }
 
 impl Default for CardConfig {
@@ -107,6 +114,8 @@ impl Default for CardConfig {
             iin: None,
             cin: None,
             ssd_initial_key: GP_TEST_KEY.to_vec(),
+            eid: None,
+            identity: CardIdentity::default(),
         }
     }
 }
@@ -137,6 +146,24 @@ impl CardConfig {
         kdd[..src.len().min(10)].copy_from_slice(&src[..src.len().min(10)]);
         kdd
     }
+}
+
+/// The EID a card without a configured one gets: `89`, zeros, the CPLC's IC serial number
+/// (bytes 12..16) as up to 10 decimal digits, and the two ISO 7064 MOD 97-10 check digits
+/// over the 32-digit number (GSMA SGP.29 §2.2).
+pub(crate) fn default_eid(cplc: &[u8]) -> [u8; 16] {
+    let serial = cplc.get(12..16).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+    let mut digits = format!("89{:0>28}", serial);
+    let mut rem: u32 = 0;
+    for c in digits.chars().chain("00".chars()) {
+        rem = (rem * 10 + c.to_digit(10).unwrap_or(0)) % 97;
+    }
+    digits.push_str(&format!("{:02}", 98 - rem));
+    let mut eid = [0u8; 16];
+    for (i, pair) in digits.as_bytes().chunks(2).enumerate() {
+        eid[i] = ((pair[0] - b'0') << 4) | (pair[1] - b'0');
+    }
+    eid
 }
 
 /// Whether `key` can serve `scp`'s secure channel (3DES for SCP02; AES or SM4 for SCP03).

@@ -56,9 +56,11 @@ impl SimCard {
         }
     }
 
-    /// INSTALL (GPCS 2.3 §11.5). Every accepted form answers `00` (no receipt).
+    /// INSTALL (GPCS 2.3 §11.5). Every accepted form answers `00` (no receipt), INSTALL [for
+    /// install] nothing on cards with the `install_for_install_without_data` quirk.
     pub(crate) fn install(&mut self, ch: u8, perf: Aid, cmd: &CommandApdu) -> Sw<ResponseApdu> {
         let inst = Install::from_apdu(cmd).map_err(|e| gp_sw(&e))?;
+        let without_data = self.state.profile.quirks.install_for_install_without_data && matches!(inst.body, InstallBody::Install { .. });
         if !inst.body.token().is_empty() && !self.is_isd(&perf) {
             // Delegated management: tokens are not verified by this card (documented).
             return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
@@ -102,7 +104,7 @@ impl SimCard {
                 }
             }
         }
-        Ok(ok(vec![0x00]))
+        Ok(ok(if without_data { Vec::new() } else { vec![0x00] }))
     }
 
     fn install_for_load(&mut self, ch: u8, perf: Aid, elf: Aid, sd: Option<Aid>, hash: Vec<u8>, params: InstallParams) -> Sw<()> {
@@ -134,6 +136,13 @@ impl SimCard {
         let Some(mut lp) = self.channels[ch as usize].load.take() else {
             return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
         };
+        // GPCS 2.3 §11.6.3: `00` after the last block; quirk: after the first one instead.
+        let first_block_00 = self.state.profile.quirks.load_00_on_first_block;
+        let answer = |last: bool| match (first_block_00, last) {
+            (true, _) if l.block == 0 => vec![0x00],
+            (false, true) => vec![0x00],
+            _ => Vec::new(),
+        };
         let done = lp.assembler.push(&l).map_err(|_| StatusWord::INCORRECT_P1P2)?;
         lp.received += l.data.len();
         if !self.state.nv_fits(&lp.target_sd, lp.received.saturating_sub(8) as u64) {
@@ -141,7 +150,7 @@ impl SimCard {
         }
         let Some(file) = done else {
             self.channels[ch as usize].load = Some(lp);
-            return Ok(ok(Vec::new()));
+            return Ok(ok(answer(false)));
         };
         let lf = LoadFile::parse(&file).map_err(|_| StatusWord::WRONG_DATA)?;
         if lf.ciphered {
@@ -181,8 +190,10 @@ impl SimCard {
             nv_cost: cost,
             builtin: false,
             lfdb_sha256: HashAlgorithm::Sha256.digest(&lf.lfdb),
+            hidden: false,
+            contactless_state: None,
         });
-        Ok(ok(vec![0x00]))
+        Ok(ok(answer(true)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -231,6 +242,7 @@ impl SimCard {
             volatile_cost,
             model: None,
             domain: None,
+            contactless_state: None,
         };
         if sd_instance {
             let sdp = if c9.is_empty() { SdInstallParams::default() } else { SdInstallParams::parse(&c9).map_err(|_| StatusWord::WRONG_DATA)? };

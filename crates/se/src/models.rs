@@ -66,6 +66,15 @@ pub trait AppModel: Send {
     fn store_data(&mut self, ctx: &AppContext, block: &StoreDataBlock<'_>) -> StatusWord;
     /// The state to persist (called after every call that may change it).
     fn snapshot(&self) -> serde_json::Value;
+    /// Whether the application secures its commands with its security domain's secure channel
+    /// (the GP Java Card API `org.globalplatform.SecureChannel`, GPCS 2.3 §10.1.2): when it is
+    /// selected, INITIALIZE UPDATE and EXTERNAL AUTHENTICATE (class `80`/`84`) open a session
+    /// with the keys of its associated security domain, and the card unwraps every protected
+    /// command (C-MAC, C-DEC) before [`AppModel::process`] sees it and protects the response
+    /// (R-MAC, R-ENC) as the session's level asks. Default: no.
+    fn secure_channel(&self) -> bool {
+        false
+    }
 }
 
 /// Creates instances of one model and restores them from saved states.
@@ -102,10 +111,12 @@ impl std::fmt::Debug for ModelRegistry {
 }
 
 impl ModelRegistry {
-    /// The generic model only (serving every package).
+    /// The built-in models: the generic model (serving every package nobody bound) and the
+    /// [`EchoModel`] (serving no package until bound).
     pub fn new() -> Self {
         let mut r = ModelRegistry { factories: BTreeMap::new(), bindings: Vec::new() };
         r.register(Arc::new(GenericFactory));
+        r.register(Arc::new(EchoFactory));
         r
     }
     /// Adds (or replaces) a model.
@@ -221,5 +232,55 @@ impl ModelFactory for GenericFactory {
     fn restore(&self, state: &serde_json::Value) -> Result<Box<dyn AppModel>, String> {
         let m: GenericModel = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
         Ok(Box::new(m))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The echo model
+
+/// A test application that sends back what it receives, over its security domain's secure
+/// channel: INS `40` (any class) answers the command's data field with `9000`; every other
+/// instruction is `6D00`. It uses [`AppModel::secure_channel`], so selected it takes INITIALIZE
+/// UPDATE and EXTERNAL AUTHENTICATE, and at security level `33` its answers come back R-ENC
+/// encrypted and R-MACed: a loopback for testing secure messaging end to end (the kaoh/
+/// globalplatform SCP03 "echo" session is such an exchange). No state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EchoModel {}
+
+impl EchoModel {
+    pub const NAME: &'static str = "echo";
+    /// The instruction it echoes.
+    pub const INS_ECHO: u8 = 0x40;
+}
+
+impl AppModel for EchoModel {
+    fn process(&mut self, _ctx: &AppContext, apdu: &CommandApdu) -> ResponseApdu {
+        match apdu.ins {
+            Self::INS_ECHO => ResponseApdu::new(apdu.data.clone(), StatusWord::SUCCESS),
+            _ => ResponseApdu::status(StatusWord::INS_NOT_SUPPORTED),
+        }
+    }
+    fn store_data(&mut self, _ctx: &AppContext, _block: &StoreDataBlock<'_>) -> StatusWord {
+        StatusWord::SUCCESS
+    }
+    fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    fn secure_channel(&self) -> bool {
+        true
+    }
+}
+
+struct EchoFactory;
+
+impl ModelFactory for EchoFactory {
+    fn name(&self) -> &'static str {
+        EchoModel::NAME
+    }
+    fn install(&self, _info: &InstallInfo<'_>) -> Result<Box<dyn AppModel>, StatusWord> {
+        Ok(Box::new(EchoModel {}))
+    }
+    fn restore(&self, _state: &serde_json::Value) -> Result<Box<dyn AppModel>, String> {
+        Ok(Box::new(EchoModel {}))
     }
 }

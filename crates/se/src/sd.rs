@@ -9,14 +9,15 @@ use crate::state::AppRecord;
 use tsm_gp::apdu::{CommandApdu, ResponseApdu};
 use tsm_gp::codec::{Codec, Reader};
 use tsm_gp::crypto::SecretKey;
-use tsm_gp::gp::data::{CardCapabilities, CardRecognitionData, ExtendedCardResources, KeyInfo, KeyInformation, ScpCapability};
+use tsm_gp::gp::data::{CardCapabilities, ExtendedCardResources, KeyInfo, KeyInformation, ScpCapability};
 use tsm_gp::gp::lifecycle::{AppLifeCycle, CardLifeCycle, ElfLifeCycle, SdLifeCycle};
 use tsm_gp::gp::put_key::{KEY_TYPE_AES, KEY_TYPE_DES};
 use tsm_gp::gp::set_status::SetStatusScope;
 use tsm_gp::gp::status::{RegistryEntry, SearchCriteria, StatusFormat, StatusScope, encode_status_response};
 use tsm_gp::gp::store_data::{DGI_ENCRYPTED_AES_KEY, DGI_KEY_ATTRIBUTES, DataStructure, EncryptionInfo, KeyAttributes};
 use tsm_gp::gp::{Aid, GetStatus, LifeCycle, Privilege, Privileges, PutKey, SetStatus, StoreData, ins};
-use tsm_gp::scp::{ChannelOptions, Scp, ScpError, StaticKeys, scp02, scp03};
+use crate::renc::{PaddedREnc, REncKeys};
+use tsm_gp::scp::{CardChannel, ChannelOptions, Scp, ScpError, StaticKeys, scp02, scp03};
 use tsm_gp::sw::StatusWord;
 use tsm_gp::tlv::{self, Tag, TlvIter};
 use zeroize::Zeroizing;
@@ -247,7 +248,7 @@ impl SimCard {
 
     /// INITIALIZE UPDATE (GPCS 2.3 §E.5.1, Amd D §7.1.1): ends any session on the channel and
     /// answers with the card challenge and cryptogram.
-    fn initialize_update(&mut self, ch: u8, sd: Aid, cmd: &CommandApdu) -> ResponseApdu {
+    pub(crate) fn initialize_update(&mut self, ch: u8, sd: Aid, cmd: &CommandApdu) -> ResponseApdu {
         self.channels[ch as usize].end_session();
         match self.init_update_inner(ch, sd, cmd) {
             Ok(r) => r,
@@ -262,12 +263,15 @@ impl SimCard {
             ScpError::Unsupported(_) => StatusWord::CONDITIONS_NOT_SATISFIED,
             e => e.card_status(),
         };
+        // Quirk: a card that does not look at P1 answers with its first key set.
+        let ignore_p1 = quirks.init_update_ignores_key_version;
+        let requested = if ignore_p1 { 0 } else { cmd.p1 };
         match d.scp {
             Scp::Scp02 { i } => {
                 if cmd.data.len() != 8 {
                     return Err(StatusWord::WRONG_LENGTH);
                 }
-                let (kvn, keys, _) = self.static_keys(&sd, cmd.p1, d.scp).ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+                let (kvn, keys, _) = self.static_keys(&sd, requested, d.scp).ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
                 if self.blocked(&sd, kvn) {
                     return Err(StatusWord::AUTHENTICATION_METHOD_BLOCKED);
                 }
@@ -280,7 +284,7 @@ impl SimCard {
                 });
                 let kdd = kdd10(&d.kdd);
                 let params = scp02::card::CardParams { i, sequence_counter: seq, kdd, sd_aid: sd.to_vec(), random_challenge: challenge };
-                let lookup = move |v: u8| (v == 0 || v == kvn).then(|| keys.clone());
+                let lookup = move |v: u8| (ignore_p1 || v == 0 || v == kvn).then(|| keys.clone());
                 let (resp, pending) = scp02::card::on_init_update(&lookup, cmd, params).map_err(iu_err)?;
                 self.channels[ch as usize].pending = Some(Pending::Scp02 { sd, kvn, pending });
                 Ok(resp)
@@ -297,7 +301,7 @@ impl SimCard {
                 if (Scp::Scp03 { i }) != d.scp && !self.state.profile.scp.contains(&Scp::Scp03 { i }) {
                     return Err(StatusWord::WRONG_LENGTH);
                 }
-                let (kvn, keys, dek) = self.static_keys(&sd, cmd.p1, d.scp).ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+                let (kvn, keys, dek) = self.static_keys(&sd, requested, d.scp).ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
                 if self.blocked(&sd, kvn) {
                     return Err(StatusWord::AUTHENTICATION_METHOD_BLOCKED);
                 }
@@ -312,8 +316,13 @@ impl SimCard {
                     random_challenge: challenge,
                     s16,
                 };
-                let lookup = move |v: u8| (v == 0 || v == kvn).then(|| keys.clone());
+                let static_keys = keys.clone();
+                let lookup = move |v: u8| (ignore_p1 || v == 0 || v == kvn).then(|| keys.clone());
                 let (resp, pending) = scp03::card::on_init_update_with(&lookup, cmd, params).map_err(iu_err)?;
+                let renc = match quirks.r_enc_min_padded_len {
+                    0 => None,
+                    _ => Some(REncKeys::derive(&static_keys, pending.host_challenge(), pending.card_challenge()).map_err(iu_err)?),
+                };
                 let pending = pending.with_options(ChannelOptions {
                     scp03_counter_only_with_data: quirks.scp03_counter_only_with_data,
                     ..Default::default()
@@ -324,7 +333,7 @@ impl SimCard {
                     // Amd D §6.2.2.1: persisted before authentication, so a challenge never repeats.
                     dm.sequence_counter = n;
                 }
-                self.channels[ch as usize].pending = Some(Pending::Scp03 { sd, kvn, pending, dek });
+                self.channels[ch as usize].pending = Some(Pending::Scp03 { sd, kvn, pending, dek, renc });
                 Ok(resp)
             }
         }
@@ -341,7 +350,7 @@ impl SimCard {
 
     /// EXTERNAL AUTHENTICATE: consumes the pending handshake whatever the outcome; a wrong
     /// host cryptogram or C-MAC counts against the key set.
-    fn external_authenticate(&mut self, ch: u8, sd: Aid, cmd: &CommandApdu) -> ResponseApdu {
+    pub(crate) fn external_authenticate(&mut self, ch: u8, sd: Aid, cmd: &CommandApdu) -> ResponseApdu {
         let Some(p) = self.channels[ch as usize].pending.take() else {
             self.channels[ch as usize].end_session();
             return ResponseApdu::status(StatusWord::CONDITIONS_NOT_SATISFIED);
@@ -366,12 +375,17 @@ impl SimCard {
                     ResponseApdu::status(e.card_status())
                 }
             },
-            Pending::Scp03 { sd: psd, kvn, pending, dek } if psd == sd => match pending.on_external_authenticate(cmd) {
+            Pending::Scp03 { sd: psd, kvn, pending, dek, renc } if psd == sd => match pending.on_external_authenticate(cmd) {
                 Ok((resp, card)) => {
                     if let Some(d) = self.state.domain_mut(&sd) {
                         d.set_failures(kvn, 0);
                     }
-                    self.channels[ch as usize].session = Some(Session { sd, channel: Box::new(card.with_dek(dek)) });
+                    let card = card.with_dek(dek);
+                    let channel: Box<dyn CardChannel> = match renc {
+                        Some(k) => Box::new(PaddedREnc::new(card, k, self.state.profile.quirks.r_enc_min_padded_len)),
+                        None => Box::new(card),
+                    };
+                    self.channels[ch as usize].session = Some(Session { sd, channel });
                     resp
                 }
                 Err(e) => {
@@ -403,6 +417,9 @@ impl SimCard {
                 scp[idx].options.push(s.i());
             }
         }
+        for c in scp.iter_mut() {
+            c.options.sort_unstable();
+        }
         let all: Privileges = Privilege::ALL.into_iter().collect();
         let app = Privileges::from_bits(all.bits() & !sd_only_privileges().bits() & !Privilege::SecurityDomain.mask());
         CardCapabilities {
@@ -420,8 +437,21 @@ impl SimCard {
         let mut out = Vec::new();
         match u16::from_be_bytes([cmd.p1, cmd.p2]) {
             0x9F7F => tlv::put(&mut out, 0x9F7F, &self.state.profile.cplc),
-            0x0066 => CardRecognitionData::gp(&[2, 3, 1], &[(d.scp.id(), d.scp.i())]).encode(&mut out),
-            0x0067 => self.card_capabilities().encode(&mut out),
+            0x0066 => self.card_recognition(d.scp).encode(&mut out),
+            0x0067 => {
+                let own = self.card_capabilities();
+                // A declared object (checked when the card was created) keeps everything but
+                // the SCP templates, which are always the card's own.
+                let declared = self.state.identity.capabilities.as_deref().and_then(|c| CardCapabilities::parse(c).ok());
+                match declared {
+                    Some(mut c) => {
+                        c.scp = own.scp;
+                        c.double_wrapped = false;
+                        c.encode(&mut out)
+                    }
+                    None => own.encode(&mut out),
+                }
+            }
             0x00E0 => {
                 let keys = d.keys.iter().map(|k| KeyInfo::basic(k.id, k.version, k.key_type, k.alg.key_len() as u8)).collect();
                 KeyInformation { keys }.encode(&mut out)
@@ -459,19 +489,37 @@ impl SimCard {
         self.is_isd(sd) || self.privileges_of(sd).contains(Privilege::GlobalRegistry)
     }
 
+    /// The registry entry of an application, security domain or the ISD (`lc`) as this card
+    /// reports it: the profile's quirks choose which tags the tagged format carries.
+    fn app_entry(&self, a: &AppRecord, lc: LifeCycle) -> RegistryEntry {
+        let q = self.state.profile.quirks;
+        let mut e = RegistryEntry::new(a.aid, lc);
+        e.contactless_state = a.contactless_state;
+        e.privileges = Some(if q.status_one_byte_privileges { a.privileges.one_byte() } else { a.privileges.three_bytes() });
+        if !q.status_minimal_entries {
+            e.elf_aid = Some(a.elf);
+            if q.status_load_file_version_in_apps {
+                e.version = self.state.load_file(&a.elf).map(|l| l.version.clone());
+            }
+            e.associated_sd = Some(a.associated_sd);
+        }
+        if q.status_uicc_parameters {
+            // ETSI TS 102 226: the UICC system specific parameters given at installation.
+            e.ea = tlv::find(&a.install_params, 0xEA).ok().flatten().map(|t| t.value.to_vec());
+        }
+        e
+    }
+
     fn status_entries(&self, sd: &Aid, scope: StatusScope, crit: &SearchCriteria) -> Vec<RegistryEntry> {
         let all = self.sees_all(sd);
         let isd = self.state.isd();
+        let minimal = self.state.profile.quirks.status_minimal_entries;
         let mut out = Vec::new();
         match scope {
             StatusScope::ISD => {
                 if self.is_isd(sd) && crit.matches(&isd) {
                     let a = &self.state.apps[0];
-                    let mut e = RegistryEntry::new(isd, LifeCycle::Card(CardLifeCycle(self.state.life_cycle)));
-                    e.privileges = Some(a.privileges.three_bytes());
-                    e.elf_aid = Some(a.elf);
-                    e.associated_sd = Some(isd);
-                    out.push(e);
+                    out.push(self.app_entry(a, LifeCycle::Card(CardLifeCycle(self.state.life_cycle))));
                 }
             }
             StatusScope::APPLICATIONS => {
@@ -484,21 +532,20 @@ impl SimCard {
                     } else {
                         LifeCycle::Application(AppLifeCycle(a.life_cycle))
                     };
-                    let mut e = RegistryEntry::new(a.aid, lc);
-                    e.privileges = Some(a.privileges.three_bytes());
-                    e.elf_aid = Some(a.elf);
-                    e.associated_sd = Some(a.associated_sd);
-                    out.push(e);
+                    out.push(self.app_entry(a, lc));
                 }
             }
             _ => {
                 for l in &self.state.load_files {
-                    if !(all || l.associated_sd == *sd) || !crit.matches(&l.aid) {
+                    if l.hidden || !(all || l.associated_sd == *sd) || !crit.matches(&l.aid) {
                         continue;
                     }
                     let mut e = RegistryEntry::new(l.aid, LifeCycle::LoadFile(ElfLifeCycle(l.life_cycle)));
-                    e.version = Some(l.version.clone());
-                    e.associated_sd = Some(l.associated_sd);
+                    e.contactless_state = l.contactless_state;
+                    if !minimal {
+                        e.version = Some(l.version.clone());
+                        e.associated_sd = Some(l.associated_sd);
+                    }
                     if scope == StatusScope::LOAD_FILES_AND_MODULES {
                         e.modules = l.modules.clone();
                     }
@@ -514,6 +561,9 @@ impl SimCard {
     fn get_status(&mut self, ch: u8, sd: Aid, cmd: &CommandApdu) -> Sw<ResponseApdu> {
         let gs = GetStatus::from_apdu(cmd).map_err(|e| gp_sw(&e))?;
         if gs.format == StatusFormat::Tagged && self.state.profile.quirks.legacy_get_status_only {
+            return Err(StatusWord::INCORRECT_P1P2);
+        }
+        if gs.scope == StatusScope::LOAD_FILES_AND_MODULES && self.state.profile.quirks.no_get_status_modules {
             return Err(StatusWord::INCORRECT_P1P2);
         }
         let crit = if gs.criteria.is_empty() {
@@ -689,25 +739,31 @@ impl SimCard {
         s.channel.decrypt_sensitive(data).map_err(|_| StatusWord::WRONG_DATA)
     }
 
-    /// The initial key set (`FF`) goes once a complete secure channel key set (ids 1 to 3) of
+    /// The version of factory key sets: `FF`, or `00` on cards with the `key_version_00` quirk.
+    fn initial_key_version(&self) -> u8 {
+        if self.state.profile.quirks.key_version_00 { 0x00 } else { INITIAL_KEY_VERSION }
+    }
+
+    /// The initial key set (`FF`, or `00`) goes once a complete secure channel key set (ids 1 to 3) of
     /// another version is present (GPCS 2.3 §11.8.2.2).
     fn retire_initial_keys(&mut self, sd: &Aid) {
         let Some(d) = self.state.domain(sd) else { return };
         let scp = d.scp;
+        let initial = self.initial_key_version();
         let has_other = d
             .keys
             .iter()
-            .filter(|k| k.version != INITIAL_KEY_VERSION)
+            .filter(|k| k.version != initial)
             .any(|k| (1..=3).all(|id| self.secrets.get(&(*sd, k.version, id)).is_some_and(|x| alg_fits(scp, x.alg()))));
         if !has_other {
             return;
         }
-        let ids: Vec<u8> = d.keys.iter().filter(|k| k.version == INITIAL_KEY_VERSION).map(|k| k.id).collect();
+        let ids: Vec<u8> = d.keys.iter().filter(|k| k.version == initial).map(|k| k.id).collect();
         for id in ids {
-            self.remove_secret(sd, INITIAL_KEY_VERSION, id);
+            self.remove_secret(sd, initial, id);
         }
         if let Some(d) = self.state.domain_mut(sd) {
-            d.set_failures(INITIAL_KEY_VERSION, 0);
+            d.set_failures(initial, 0);
         }
     }
 
@@ -824,11 +880,40 @@ impl SimCard {
         }
         let rec = self.state.app(&target).ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?.clone();
         if rec.is_sd() {
+            if let Some(answer) = self.es10(&target, &s)? {
+                return Ok(ok(answer));
+            }
             self.store_data_to_domain(ch, &target, &s)?;
         } else {
             self.store_data_to_app(ch, &rec, &s)?;
         }
         Ok(ok(Vec::new()))
+    }
+
+    /// The ES10 functions of an eUICC's ISD-R (GSMA SGP.22 §5.7) that this card implements:
+    /// GetEuiccData (ES10c.GetEID), `BF3E { 5C 01 5A }` → `BF3E { 5A 10 EID }`. `None` when the
+    /// STORE DATA is not such a request (or the card is no eUICC): it is personalization data.
+    fn es10(&self, target: &Aid, s: &StoreData) -> Sw<Option<Vec<u8>>> {
+        if !self.state.profile.quirks.euicc
+            || !self.is_isd(target)
+            || s.structure != DataStructure::BerTlv
+            || s.encryption != EncryptionInfo::None
+        {
+            return Ok(None);
+        }
+        let Ok(Some(req)) = tlv::find(&s.data, 0xBF3E) else { return Ok(None) };
+        // GetEuiccDataRequest ::= [62] { tagList [APPLICATION 28] }: only the EID ('5A') is
+        // defined.
+        let tags = tlv::find(req.value, 0x5C).map_err(|_| StatusWord::WRONG_DATA)?.ok_or(StatusWord::WRONG_DATA)?;
+        if tags.value != [0x5A] {
+            return Err(StatusWord::WRONG_DATA);
+        }
+        let eid = self.state.eid.as_deref().ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+        let mut v = Vec::new();
+        tlv::put(&mut v, 0x5A, eid);
+        let mut out = Vec::new();
+        tlv::put(&mut out, 0xBF3E, &v);
+        Ok(Some(out))
     }
 
     /// The data with P1 "encrypted" undone: each DGI whose identifier has b16 set, or the whole

@@ -35,6 +35,39 @@ pub struct CardState {
     /// Applications and security domains, in registry order (the ISD first).
     pub apps: Vec<AppRecord>,
     pub rng: RngState,
+    /// The EID of an eUICC (profile quirk `euicc`, GSMA SGP.22 GetEuiccData).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_hex")]
+    pub eid: Option<Vec<u8>>,
+    /// What the card declares about itself in GET DATA `66` and `67`.
+    #[serde(default)]
+    pub identity: CardIdentity,
+}
+
+/// What a card declares about itself beyond what follows from its profile and secure
+/// channel: the manufacturer's part of the Card Recognition Data (GPCS 2.3 §H.2, GET DATA `66`
+/// and the SELECT FCI) and of the Card Capability Information (§H.4, GET DATA `67`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CardIdentity {
+    /// The GP version of the card management type and version OID (`60`), e.g. `[2, 3, 1]`.
+    pub gp_version: Vec<u32>,
+    /// The card configuration details OID (`65`), content bytes of the `06` (absent: no `65`).
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_hex")]
+    pub card_config_details: Option<Vec<u8>>,
+    /// The card / chip details OID (`66`), content bytes of the `06` (absent: no `66`).
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_hex")]
+    pub card_chip_details: Option<Vec<u8>>,
+    /// A Card Capability Information object (`67 …`) as the manufacturer declares it; the card
+    /// replaces its SCP templates (`A0`) with its own (from the profile). Absent: the card
+    /// describes itself (every privilege for SSDs, SHA-1 and SHA-256 LFDB hashes).
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_hex")]
+    pub capabilities: Option<Vec<u8>>,
+}
+
+impl Default for CardIdentity {
+    fn default() -> Self {
+        CardIdentity { gp_version: vec![2, 3, 1], card_config_details: None, card_chip_details: None, capabilities: None }
+    }
 }
 
 /// Card-wide settings fixed at creation.
@@ -71,6 +104,34 @@ pub struct LoadFileRecord {
     /// SHA-256 of the Load File Data Block as received.
     #[serde(default, with = "tsm_gp::hex::serde")]
     pub lfdb_sha256: Vec<u8>,
+    /// Not listed by GET STATUS (ROM packages that a card keeps out of its registry listing,
+    /// e.g. its own security domain package); everything else treats it as present.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+    /// Second byte of `9F70` in tagged GET STATUS entries, when the card reports one (GP
+    /// Amendment C: contactless activation state; some cards report `00` for every entry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contactless_state: Option<u8>,
+}
+
+impl LoadFileRecord {
+    /// A loaded (`01`), non built-in, listed load file without modules, version `01 00`,
+    /// costing nothing: fill in the rest. For seeding a card's registry
+    /// ([`SimCard::registry_mut`](crate::SimCard::registry_mut)).
+    pub fn new(aid: Aid, associated_sd: Aid) -> Self {
+        LoadFileRecord {
+            aid,
+            life_cycle: tsm_gp::gp::ElfLifeCycle::LOADED.0,
+            associated_sd,
+            modules: Vec::new(),
+            version: vec![1, 0],
+            nv_cost: 0,
+            builtin: false,
+            lfdb_sha256: Vec::new(),
+            hidden: false,
+            contactless_state: None,
+        }
+    }
 }
 
 /// An application or security domain instance.
@@ -96,11 +157,36 @@ pub struct AppRecord {
     /// Security domain state (security domains only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<DomainRecord>,
+    /// Second byte of `9F70` in tagged GET STATUS entries, when the card reports one (GP
+    /// Amendment C: contactless activation state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contactless_state: Option<u8>,
 }
 
 impl AppRecord {
     pub fn is_sd(&self) -> bool {
         self.domain.is_some()
+    }
+
+    /// A SELECTABLE (`07`) application without privileges, install parameters or memory cost:
+    /// fill in the rest. For seeding a card's registry
+    /// ([`SimCard::registry_mut`](crate::SimCard::registry_mut)); a security domain gets its
+    /// domain state there.
+    pub fn new(aid: Aid, elf: Aid, module: Aid, associated_sd: Aid) -> Self {
+        AppRecord {
+            aid,
+            elf,
+            module,
+            privileges: Privileges::NONE,
+            life_cycle: tsm_gp::gp::lifecycle::AppLifeCycle::SELECTABLE.0,
+            associated_sd,
+            install_params: Vec::new(),
+            nv_cost: 0,
+            volatile_cost: 0,
+            model: None,
+            domain: None,
+            contactless_state: None,
+        }
     }
 }
 
