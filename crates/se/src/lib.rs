@@ -67,9 +67,21 @@
 //!   SHA-256) is checked over the LFDB as received (`6A80`), the LFDB must parse as a CAP
 //!   (`.ijc` form) whose package AID is the load file AID (`6A80`).
 //! - **Responses.** DELETE and every INSTALL form answer `00` (no receipt), the last LOAD block
-//!   `00`, the other blocks no data (GPCS 2.3 §11.2.3, §11.5.3, §11.6.3). GET STATUS pages
-//!   whole entries into at most 256 bytes (224 with R-MAC) and answers `6310`; P2 b1 continues
-//!   from where the previous response stopped (`6985` without one).
+//!   `00`, the other blocks no data (GPCS 2.3 §11.2.3, §11.5.3, §11.6.3); profile quirks move
+//!   or drop these bytes as recorded cards do. GET STATUS pages whole entries into at most 256
+//!   bytes (224 with R-MAC) and answers `6310`; P2 b1 continues from where the previous
+//!   response stopped (`6985` without one). Tagged entries carry `4F`, `9F70`, `C5`, `C4`, `CC`
+//!   (applications, SDs, the ISD) and `4F`, `9F70`, `CE`, `CC`, `84` (load files), with the
+//!   variants of the profile's quirks (`docs/card-profiles.md`).
+//! - **Content a card already holds** (ROM packages, pre-issued applications and security
+//!   domains, a copy of a real card's registry) is seeded as state with
+//!   [`SimCard::registry_mut`], without commands. What the card declares in GET DATA `66`/`67`
+//!   beyond its profile is [`CardConfig::identity`]; an eUICC (quirk `euicc`) answers SGP.22
+//!   GetEuiccData with [`CardConfig::eid`].
+//! - **Applications with a secure channel.** A model that declares
+//!   [`AppModel::secure_channel`] (the built-in [`EchoModel`]) takes INITIALIZE UPDATE and
+//!   EXTERNAL AUTHENTICATE while selected, with its security domain's keys, and gets its
+//!   commands unwrapped and its responses protected (the GP API `SecureChannel`).
 //! - **Secure channels** (card side of `tsm_gp::scp`): SCP02 with explicit initiation (i =
 //!   15, 55, …; no R-MAC), SCP03 S8/S16 with any valid i (the host challenge length picks the
 //!   mode when the profile lists both). A secure messaging error closes the session (`6982`, and
@@ -85,7 +97,9 @@
 //! - **Randomness.** Card challenges (SCP02 without the pseudo-random bit, SCP03 without i
 //!   bit `10`) come from SplitMix64 when [`CardConfig::seed`] is set, else from the OS; the
 //!   generator's state is saved with the card. [`SimCard::script_challenges`] and
-//!   [`SimCard::force_sequence_counter`] replay recorded sessions.
+//!   [`SimCard::force_sequence_counter`] replay recorded sessions: `tests/replay.rs` replays
+//!   every recorded session of `testdata/vectors` byte for byte on cards built from their
+//!   traces.
 
 mod card;
 pub mod config;
