@@ -617,6 +617,35 @@ fn extra_content(name: &str, card: &mut SimCard) {
     }
 }
 
+/// The card's state after the sessions that change content is what their commands did.
+fn what_the_session_did(name: &str, card: &mut SimCard) -> Result<(), String> {
+    let aid = |s: &str| -> Aid { s.parse().unwrap() };
+    let select = |card: &mut SimCard, a: Aid| {
+        let mut c = vec![0x00, 0xA4, 0x04, 0x00, a.as_bytes().len() as u8];
+        c.extend_from_slice(a.as_bytes());
+        let r = card.transmit(&c);
+        u16::from_be_bytes([r[r.len() - 2], r[r.len() - 1]])
+    };
+    match name {
+        "kaoh-scp03-aes128-i70-cdec-cmac-delete" if card.state().load_file(&aid("A00100015141434C")).is_some() => {
+            Err("A00100015141434C is still there".into())
+        }
+        "kaoh-scp02-i15-cdec-cmac-delete-load-install" => {
+            let lf = card.state().load_file(&aid("D0D1D2D3D4D501")).ok_or("the load file was not loaded")?;
+            // The LOAD blocks carry the Load File Data Block of cap/kaoh_helloworld.cap with its
+            // Descriptor (the README's SHA-256 of the "with D" variant).
+            if encode(&lf.lfdb_sha256) != "60A16FEA3D7BAF74DFE112ABF645972D6869EDEE8A46F4109CE78F40D33E57B5" {
+                return Err(format!("LFDB SHA-256 {}", encode(&lf.lfdb_sha256)));
+            }
+            match select(card, aid("D0D1D2D3D4D50101")) {
+                0x9000 => Ok(()),
+                sw => Err(format!("the installed application answers SELECT with {sw:04X}")),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 /// What replaying one session gave.
 #[derive(Default)]
 struct Replay {
@@ -703,7 +732,11 @@ fn every_recorded_session_replays_byte_for_byte() {
         let run = || -> Result<(Replay, Aid), String> {
             let mut card = build(s, &all, quirks_of(spec.quirks))?;
             let isd = card.state().isd();
-            Ok((replay(s, &mut card), isd))
+            let mut r = replay(s, &mut card);
+            if let Err(e) = what_the_session_did(&s.name, &mut card) {
+                r.mismatches.push(format!("{}: {e}", s.name));
+            }
+            Ok((r, isd))
         };
         let (first, isd) = match run() {
             Ok(x) => x,
