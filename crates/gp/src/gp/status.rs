@@ -472,7 +472,9 @@ pub struct GetStatusPager {
     data: Vec<u8>,
     pages: usize,
     finished: bool,
-    fell_back: bool,
+    /// Fallbacks already taken: the format (tagged → legacy) and the scope (10 → 20).
+    fell_back_format: bool,
+    fell_back_scope: bool,
 }
 
 impl GetStatusPager {
@@ -480,7 +482,7 @@ impl GetStatusPager {
     pub const MAX_PAGES: usize = 255;
 
     pub fn new(command: GetStatus) -> Self {
-        GetStatusPager { command: GetStatus { next: false, ..command }, data: Vec::new(), pages: 0, finished: false, fell_back: false }
+        GetStatusPager { command: GetStatus { next: false, ..command }, data: Vec::new(), pages: 0, finished: false, fell_back_format: false, fell_back_scope: false }
     }
 
     /// The command whose responses are being collected (after any fallback).
@@ -492,14 +494,16 @@ impl GetStatusPager {
     /// `6A81`/`6D00` on old cards), applied once, on the first page: the tagged format falls
     /// back to the legacy one (GP 2.1.1 cards), and "load files and modules" (P1 = 10) falls
     /// back to "load files" (P1 = 20) on cards that lack it.
-    fn fallback(&self, sw: StatusWord) -> Option<GetStatus> {
-        if self.fell_back || self.pages != 1 || !matches!(sw.0, 0x6A86 | 0x6A81 | 0x6D00 | 0x6B00) {
+    fn fallback(&mut self, sw: StatusWord) -> Option<GetStatus> {
+        if self.pages != 1 || !matches!(sw.0, 0x6A86 | 0x6A81 | 0x6D00 | 0x6B00) {
             return None;
         }
-        if self.command.format == StatusFormat::Tagged {
+        if self.command.format == StatusFormat::Tagged && !self.fell_back_format {
+            self.fell_back_format = true;
             return Some(GetStatus { format: StatusFormat::Legacy, next: false, ..self.command.clone() });
         }
-        if self.command.scope == StatusScope::LOAD_FILES_AND_MODULES {
+        if self.command.scope == StatusScope::LOAD_FILES_AND_MODULES && !self.fell_back_scope {
+            self.fell_back_scope = true;
             return Some(GetStatus { scope: StatusScope::LOAD_FILES, next: false, ..self.command.clone() });
         }
         None
@@ -539,7 +543,6 @@ impl GetStatusPager {
             }
             sw => match self.fallback(sw) {
                 Some(cmd) => {
-                    self.fell_back = true;
                     self.pages = 0;
                     self.data.clear();
                     self.command = cmd.clone();
@@ -592,6 +595,16 @@ mod tests {
         let mut p = GetStatusPager::new(GetStatus::new(StatusScope::APPLICATIONS));
         p.feed(&ResponseApdu::status(StatusWord::INCORRECT_P1P2)).unwrap();
         assert!(p.feed(&ResponseApdu::status(StatusWord::INCORRECT_P1P2)).is_err());
+    }
+
+    #[test]
+    fn pager_falls_back_from_tagged_modules_to_legacy_then_to_load_files() {
+        let mut p = GetStatusPager::new(GetStatus::new(StatusScope::LOAD_FILES_AND_MODULES));
+        let PagerStep::Next(c1) = p.feed(&ResponseApdu::status(StatusWord::INCORRECT_P1P2)).unwrap() else { panic!() };
+        assert_eq!((c1.scope, c1.format), (StatusScope::LOAD_FILES_AND_MODULES, StatusFormat::Legacy));
+        let PagerStep::Next(c2) = p.feed(&ResponseApdu::status(StatusWord::INCORRECT_P1P2)).unwrap() else { panic!() };
+        assert_eq!((c2.scope, c2.format), (StatusScope::LOAD_FILES, StatusFormat::Legacy));
+        assert!(p.feed(&ResponseApdu::status(StatusWord::INCORRECT_P1P2)).is_err(), "no third fallback");
     }
 
     #[test]
