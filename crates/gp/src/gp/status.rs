@@ -491,20 +491,22 @@ impl GetStatusPager {
     }
 
     /// Fallback rules for cards that do not know what was asked (`6A86` incorrect P1-P2, or
-    /// `6A81`/`6D00` on old cards), applied once, on the first page: the tagged format falls
-    /// back to the legacy one (GP 2.1.1 cards), and "load files and modules" (P1 = 10) falls
-    /// back to "load files" (P1 = 20) on cards that lack it.
+    /// `6A81`/`6D00` on old cards), each taken at most once, on the first page: "load files and
+    /// modules" (P1 = 10) falls back to "load files" (P1 = 20), and the tagged format to the
+    /// legacy one (GP 2.1.1 cards).
     fn fallback(&mut self, sw: StatusWord) -> Option<GetStatus> {
         if self.pages != 1 || !matches!(sw.0, 0x6A86 | 0x6A81 | 0x6D00 | 0x6B00) {
             return None;
         }
-        if self.command.format == StatusFormat::Tagged && !self.fell_back_format {
-            self.fell_back_format = true;
-            return Some(GetStatus { format: StatusFormat::Legacy, next: false, ..self.command.clone() });
-        }
+        // "Load files and modules" is the scope old cards lack: drop the modules first, keeping
+        // the format, so a card that has the tagged format still answers in it.
         if self.command.scope == StatusScope::LOAD_FILES_AND_MODULES && !self.fell_back_scope {
             self.fell_back_scope = true;
             return Some(GetStatus { scope: StatusScope::LOAD_FILES, next: false, ..self.command.clone() });
+        }
+        if self.command.format == StatusFormat::Tagged && !self.fell_back_format {
+            self.fell_back_format = true;
+            return Some(GetStatus { format: StatusFormat::Legacy, next: false, ..self.command.clone() });
         }
         None
     }
@@ -598,10 +600,10 @@ mod tests {
     }
 
     #[test]
-    fn pager_falls_back_from_tagged_modules_to_legacy_then_to_load_files() {
+    fn pager_falls_back_from_tagged_modules_to_load_files_then_to_legacy() {
         let mut p = GetStatusPager::new(GetStatus::new(StatusScope::LOAD_FILES_AND_MODULES));
         let PagerStep::Next(c1) = p.feed(&ResponseApdu::status(StatusWord::INCORRECT_P1P2)).unwrap() else { panic!() };
-        assert_eq!((c1.scope, c1.format), (StatusScope::LOAD_FILES_AND_MODULES, StatusFormat::Legacy));
+        assert_eq!((c1.scope, c1.format), (StatusScope::LOAD_FILES, StatusFormat::Tagged));
         let PagerStep::Next(c2) = p.feed(&ResponseApdu::status(StatusWord::INCORRECT_P1P2)).unwrap() else { panic!() };
         assert_eq!((c2.scope, c2.format), (StatusScope::LOAD_FILES, StatusFormat::Legacy));
         assert!(p.feed(&ResponseApdu::status(StatusWord::INCORRECT_P1P2)).is_err(), "no third fallback");

@@ -794,11 +794,8 @@ impl<T: Transport> GpSession<T, Secure> {
         let (domains, apps) = self.get_status(StatusScope::APPLICATIONS)?.into_iter().partition(|e| {
             matches!(e.lifecycle, LifeCycle::SecurityDomain(_)) || e.privileges.is_some_and(Privileges::is_security_domain)
         });
-        let load_files = match self.get_status(StatusScope::LOAD_FILES_AND_MODULES) {
-            Ok(v) => v,
-            Err(SessionError::CardStatus { sw, .. }) if SCOPE_UNKNOWN.contains(&sw) => self.get_status(StatusScope::LOAD_FILES)?,
-            Err(e) => return Err(e),
-        };
+        // The pager falls back to P1 = 20 (and to the legacy format) on cards without P1 = 10.
+        let load_files = self.get_status(StatusScope::LOAD_FILES_AND_MODULES)?;
         Ok(CardContent { isd, domains, apps, load_files })
     }
 

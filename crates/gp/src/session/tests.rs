@@ -588,8 +588,8 @@ fn list_pages_through_6310_and_sorts_the_registry() {
     assert!(content.find(&aid("D0D1D2D3D4D50102")).is_some());
     drop(s);
     drop(card);
-    // 80; 40, 40 next; 10 tagged, 10 legacy (the pager's fallback), then 20.
-    assert_eq!(asked, [(0x80, 2), (0x40, 2), (0x40, 3), (0x10, 2), (0x10, 0), (0x20, 2)]);
+    // 80; 40, 40 next; 10 refused, then 20 in the same (tagged) format: the pager's fallback.
+    assert_eq!(asked, [(0x80, 2), (0x40, 2), (0x40, 3), (0x10, 2), (0x20, 2)]);
 }
 
 #[test]
