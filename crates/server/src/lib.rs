@@ -7,11 +7,14 @@ pub mod app;
 pub mod callbacks;
 pub mod config;
 pub mod domain;
+pub mod engine;
 pub mod http;
 pub mod keys;
 pub mod store;
 #[path = "store/api_queries.rs"]
 pub mod store_api_queries;
+#[path = "store/engine_queries.rs"]
+pub mod store_engine_queries;
 pub mod planner;
 pub mod seram_types;
 pub mod agent;
