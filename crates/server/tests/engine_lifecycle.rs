@@ -45,7 +45,8 @@ async fn deploy_suspend_resume_terminate() {
         assert!(p["steps"].as_array().unwrap().iter().all(|s| s["state"] == "COMPLETED"), "{tag}: {p}");
         assert_eq!(p["progress"]["stepsDone"], p["progress"]["stepsTotal"]);
         assert!(summary.notifications.iter().any(|n| n.contains(&pid) && n.ends_with("COMPLETED")), "{tag}: {:?}", summary.notifications);
-        assert_eq!(sent_ins(&events, 0xE6, Some(0x0C)), 1, "{tag}: one INSTALL [for install]");
+        assert_eq!(installs(&events), 2, "{tag}: the SSD and the application, once each");
+        assert_eq!(sent_ins(&events, 0xE6, Some(0x08)), 1, "{tag}: made selectable after personalization");
         let (_, apdus) = ts.call("GET", &format!("/api/v1/processes/{pid}/apdus"), Some(&t.token), None).await;
         assert_eq!(apdus.as_array().unwrap().len() as u64, p["progress"]["apdus"].as_u64().unwrap(), "{tag}: every APDU logged");
         // The SSD was created with keys the TSM generated (the SD row knows them now).

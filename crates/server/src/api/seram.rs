@@ -87,9 +87,13 @@ pub struct SessionDoc {
     /// The Start command went out to the current agent run.
     #[serde(default)]
     pub started: bool,
-    /// Created by `/gp/seram/order`: waits for work instead of stopping when there is none.
+    /// Created by `/gp/seram/order`: waits for its first work instead of stopping when there
+    /// is none.
     #[serde(default)]
     pub provisioned: bool,
+    /// A process ran in this session (once it is done, the session stops when idle).
+    #[serde(default)]
+    pub worked: bool,
     /// Since when a provisioned session has had nothing to do.
     #[serde(default)]
     pub idle_since: Option<i64>,
@@ -337,11 +341,13 @@ fn answers(report: &RemoteManagementReport) -> Result<Vec<Vec<u8>>, String> {
         return Err(format!("{} seRamResponses to an order with one seRamCommand", se_ram.len()));
     }
     let Some(r) = se_ram.first() else { return Ok(Vec::new()) };
+    // An empty string is "no response available" (binding): the command was not answered, and
+    // neither were the ones after it.
     r.rapdus()
         .unwrap_or_default()
         .iter()
+        .take_while(|h| !h.is_empty())
         .enumerate()
-        .filter(|(_, h)| !h.is_empty())
         .map(|(i, h)| h.decode().map_err(|e| format!("R-APDU {} is not hex: {e}", i + 1)))
         .collect()
 }
@@ -429,6 +435,7 @@ async fn remote_management(State(state): State<AppState>, Query(q): Query<Sessio
         new_doc.started = new_doc.started || order.ram_commands.iter().any(|c| matches!(c, RamCommand::Start));
         new_doc.order = Some(order.clone());
         new_doc.pending.clone_from(&pending);
+        new_doc.worked = doc.worked || pending.is_some();
         new_doc.idle_since = idle_since;
         row.order = Some(serde_json::to_value(&new_doc).map_err(|e| ApiError::internal("engine.internal", e.to_string()))?);
         row.order_seq = s.order_seq + 1;
@@ -541,7 +548,7 @@ fn render(state: &AppState, doc: &SessionDoc, d: Decision) -> Reply {
         SessionNext::Idle | SessionNext::Blocked => {
             let blocked = matches!(d.next, SessionNext::Blocked);
             let idle_since = doc.idle_since.unwrap_or_else(now_ms);
-            let waiting_allowed = blocked || (doc.provisioned && now_ms() - idle_since < lost_after(state).as_millis() as i64);
+            let waiting_allowed = blocked || (doc.provisioned && !doc.worked && now_ms() - idle_since < lost_after(state).as_millis() as i64);
             if !waiting_allowed {
                 let order = stop_order(doc, &d.notifications);
                 return order_reply(order, None, true, None, Some(d));

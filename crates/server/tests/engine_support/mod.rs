@@ -16,6 +16,7 @@ use tsm_gp::crypto::SecretKey;
 use tsm_gp::gp::{Aid, LifeCycle};
 use tsm_gp::profile::CardProfile;
 use tsm_gp::scp::Scp;
+use tsm_gp::transport::Transport;
 use tsm_se::{CardConfig, KeySet, SimCard};
 use tsm_server::agent::{Agent, AgentError, AgentEvent, AgentOptions, AgentSummary, SeType, SecureElementInfo, Shared};
 use tsm_server::app::ApiConfig;
@@ -129,16 +130,44 @@ pub async fn queue(ts: &TestServer, t: &Tenant, instance: &str, op: &str) -> (St
     (q["processId"].as_str().unwrap().to_string(), q["sessionId"].as_str().unwrap().to_string())
 }
 
+/// A transport that fails (`CardReset`) from its `fail_at`-th APDU on (1-based), as a phone
+/// whose SE went away.
+pub struct Flaky {
+    pub inner: Shared<SimCard>,
+    pub sent: usize,
+    pub fail_at: usize,
+}
+
+impl Transport for Flaky {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, tsm_gp::transport::TransportError> {
+        self.sent += 1;
+        if self.sent >= self.fail_at {
+            return Err(tsm_gp::transport::TransportError::CardReset);
+        }
+        self.inner.transmit(apdu)
+    }
+}
+
 pub fn agent_options() -> AgentOptions {
     AgentOptions { default_pause: Duration::ZERO, retry_for: Duration::from_secs(20), backoff_start: Duration::from_millis(50), backoff_max: Duration::from_millis(500), ..AgentOptions::default() }
 }
 
 /// The local agent runs session `sid` against `base` (`http://host:port`) with the card.
 pub async fn run_agent(base: &str, sid: &str, se_id: &str, card: &Arc<Mutex<SimCard>>) -> Result<(AgentSummary, Vec<AgentEvent>), AgentError> {
-    let mut agent = Agent::new(base, sid, SecureElementInfo::new(SeType::Ese, se_id), Box::new(Shared(card.clone())), agent_options())?;
+    run_agent_with(base, sid, se_id, Box::new(Shared(card.clone()))).await
+}
+
+/// The same with any transport.
+pub async fn run_agent_with(base: &str, sid: &str, se_id: &str, transport: Box<dyn tsm_gp::transport::Transport + Send>) -> Result<(AgentSummary, Vec<AgentEvent>), AgentError> {
+    let mut agent = Agent::new(base, sid, SecureElementInfo::new(SeType::Ese, se_id), transport, agent_options())?;
     let mut events = Vec::new();
     let summary = agent.run(|e| events.push(e)).await?;
     Ok((summary, events))
+}
+
+/// INSTALL [for install] commands the agent sent (P1 b3 set: SSDs and applications alike).
+pub fn installs(events: &[AgentEvent]) -> usize {
+    events.iter().filter(|e| matches!(e, AgentEvent::Apdu { capdu, .. } if capdu.get(1) == Some(&0xE6) && capdu.get(2).is_some_and(|p1| p1 & 0x04 != 0))).count()
 }
 
 /// The C-APDUs the agent sent with INS `ins` (e.g. `E6` INSTALL).
@@ -208,17 +237,21 @@ pub fn app_life_cycle(card: &Arc<Mutex<SimCard>>, aid: &str) -> Option<u8> {
 }
 
 /// A reverse proxy that sends each request to the next of `backends` in turn (so one session's
-/// requests alternate between nodes). Returns its base URL and the per-backend request counts.
-pub async fn alternating_proxy(backends: Vec<String>) -> (String, Arc<Vec<AtomicUsize>>) {
+/// requests alternate between nodes). Requests whose 0-based number is in `drop_answers` are
+/// forwarded, but their answer is replaced by `502` (an answer lost on the way back). Returns
+/// its base URL and the per-backend request counts.
+pub async fn alternating_proxy(backends: Vec<String>, drop_answers: Vec<usize>) -> (String, Arc<Vec<AtomicUsize>>) {
+    let drop_answers = Arc::new(drop_answers);
     let counts: Arc<Vec<AtomicUsize>> = Arc::new(backends.iter().map(|_| AtomicUsize::new(0)).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let client = reqwest::Client::new();
     let backends = Arc::new(backends);
     let c2 = counts.clone();
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let (client, backends, next, counts) = (client.clone(), backends.clone(), next.clone(), c2.clone());
+        let (client, backends, next, counts, drops) = (client.clone(), backends.clone(), next.clone(), c2.clone(), drop_answers.clone());
         async move {
-            let i = next.fetch_add(1, Ordering::SeqCst) % backends.len();
+            let n = next.fetch_add(1, Ordering::SeqCst);
+            let i = n % backends.len();
             counts[i].fetch_add(1, Ordering::SeqCst);
             let (parts, body) = req.into_parts();
             let body = axum::body::to_bytes(body, 16 * 1024 * 1024).await.unwrap();
@@ -230,6 +263,10 @@ pub async fn alternating_proxy(backends: Vec<String>) -> (String, Arc<Vec<Atomic
                 }
             }
             let resp = r.send().await.unwrap();
+            if drops.contains(&n) {
+                let _ = resp.bytes().await;
+                return axum::response::Response::builder().status(502).body(axum::body::Body::from("answer lost")).unwrap();
+            }
             let mut out = axum::response::Response::builder().status(resp.status().as_u16());
             for (k, v) in resp.headers().iter() {
                 if k != reqwest::header::CONTENT_LENGTH && k != reqwest::header::TRANSFER_ENCODING {
@@ -259,6 +296,13 @@ pub async fn seram(http: &reqwest::Client, base: &str, path: &str, sid: &str, bo
     let set = resp.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|v| v.strip_prefix("seram-order=").map(|x| x.split(';').next().unwrap().to_string()));
     let text = resp.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null), set)
+}
+
+/// A session for `se` through `POST /gp/seram/order` with the admin token.
+pub async fn order_session(ts: &TestServer, se: &str) -> String {
+    let (s, b) = ts.admin("POST", "/gp/seram/order", Some(json!({"secureElement": {"seType": "eSE", "seId": se}}))).await;
+    assert_eq!(s, 201, "{b}");
+    b["sessionId"].as_str().unwrap().to_string()
 }
 
 pub fn handshake_body(se_id: &str) -> Value {
