@@ -22,7 +22,8 @@ async fn deploy_suspend_resume_terminate() {
     for db in databases().await {
         let tag = db.label;
         let ts = node(&db, "node-a", 2).await;
-        let t = ts.provider("acme").await;
+        // A callback URL nobody listens on: the outbox keeps the results.
+        let t = ts.provider_with("acme", Some("http://127.0.0.1:9/tsm-callback")).await;
         onboard(&ts, &t, SE, 32_000).await;
         let c = service(&ts, &t, "wallet", INST, true).await;
         let iid = instance(&ts, &t, &c, SE).await;
@@ -49,6 +50,10 @@ async fn deploy_suspend_resume_terminate() {
         assert_eq!(sent_ins(&events, 0xE6, Some(0x08)), 1, "{tag}: made selectable after personalization");
         let (_, apdus) = ts.call("GET", &format!("/api/v1/processes/{pid}/apdus"), Some(&t.token), None).await;
         assert_eq!(apdus.as_array().unwrap().len() as u64, p["progress"]["apdus"].as_u64().unwrap(), "{tag}: every APDU logged");
+        let cbs = db.store.callbacks().list_for_process(t.id.parse().unwrap(), pid.parse().unwrap()).await.unwrap();
+        assert_eq!(cbs.len(), 1, "{tag}: the result is queued for the provider");
+        assert_eq!(cbs[0].payload["state"], "COMPLETED");
+        assert_eq!(cbs[0].payload["progress"]["roundTrips"], p["progress"]["roundTrips"]);
         // The SSD was created with keys the TSM generated (the SD row knows them now).
         let sds = db.store.security_domains().list(t.id.parse().unwrap()).await.unwrap();
         assert!(sds[0].keyset_id.is_some() && sds[0].life_cycle.is_some(), "{tag}: {sds:?}");
@@ -68,11 +73,18 @@ async fn deploy_suspend_resume_terminate() {
             assert_eq!(card_registry(&card), db_registry(&db, SE).await, "{tag}: {op}");
         }
 
+        // Another party uses the card: the TSM's counter is stale. The predicted handshake fails
+        // (planner.stale_counter, nothing done), the engine reads the card and goes on.
+        other_party_session(&card);
         // Terminate: the instance and its load file leave the card.
         let (pid, sid) = queue(&ts, &t, &iid, "terminate").await;
         run_agent(&ts.base, &sid, SE, &card).await.unwrap_or_else(|e| panic!("{tag}: terminate: {e}"));
         let p = process(&ts, &t, &pid).await;
         assert_eq!(p["state"], "COMPLETED", "{tag}: {p}");
+        assert!(p["progress"]["roundTrips"].as_u64().unwrap() > 1, "{tag}: the stale counter cost round trips: {p}");
+        assert!(p["steps"].as_array().unwrap().iter().any(|s| s["state"] == "FAILED"), "{tag}: the refused attempt is a failed step: {p}");
+        let se = db.store.secure_elements().get(&SeId::new(SE).unwrap()).await.unwrap().unwrap();
+        assert_eq!(se.sequence_counter, Some(isd_counter(&card)), "{tag}: the counter is the card's again");
         assert_eq!(instance_state(&ts, &t, &iid).await, "NOT_DEPLOYED", "{tag}");
         assert_eq!(app_life_cycle(&card, INST), None, "{tag}");
         assert!(!card_registry(&card).iter().any(|e| e.1 == ELF_AID), "{tag}: load file deleted");

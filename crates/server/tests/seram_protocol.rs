@@ -64,6 +64,10 @@ async fn handshake_replays_and_stale_reports() {
         assert!(has_command(&o1, "ramStartCommand") && has_command(&o1, "seRamCommand"), "{tag}: {o1}");
         assert_eq!(o1["chosenSecureElement"]["seId"], SE);
         let c1 = c1.unwrap();
+        let p = process(&ts, &t, &pid).await;
+        assert_eq!(p["state"], "RUNNING", "{tag}: {p}");
+        assert!(p["steps"].as_array().unwrap().iter().any(|s| s["state"] == "RUNNING"), "{tag}: the batch's steps run: {p}");
+        assert!(!p["steps"].as_array().unwrap().iter().any(|s| s["state"] == "COMPLETED"), "{tag}: nothing is confirmed yet: {p}");
         // The same poll again (our answer lost): the same order.
         let (s, o1b, c1b) = seram(&http, &base, "remoteManagement", &sid, &polling(), Some(&c0)).await;
         assert_eq!((s, &o1b, c1b.as_deref()), (200, &o1, Some(c1.as_str())), "{tag}");

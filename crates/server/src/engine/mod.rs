@@ -198,7 +198,39 @@ struct Run {
     /// The instance's state as it will be written.
     instance_state: Option<ServiceInstanceState>,
     planner: Option<Planner>,
+    /// The step of each command of the batch being answered (from the plan state), and the
+    /// step of the command the card refused, when a plan fails on an answer.
+    answered_steps: Vec<Option<usize>>,
+    failed_step: Option<usize>,
     w: ProcessWrite,
+}
+
+/// How the steps of the current phase stand after a planner call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StepMode {
+    /// A batch went out: its steps are running, earlier ones completed.
+    Sent,
+    /// The phase completed.
+    Done,
+    /// The plan failed on an answer.
+    Failed,
+}
+
+/// The step of each command of a plan's outstanding batch (`PlanState` records the instruction
+/// of each command sent, and the step of each instruction).
+fn batch_steps(plan: &serde_json::Value) -> Vec<Option<usize>> {
+    let program = plan.get("program").and_then(|p| p.as_array());
+    plan.pointer("/inflight/sent")
+        .and_then(|s| s.as_array())
+        .map(|sent| {
+            sent.iter()
+                .map(|c| {
+                    let pc = c.get("pc")?.as_u64()? as usize;
+                    Some(program?.get(pc)?.get("step")?.as_u64()? as usize)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The engine over one node's state.
@@ -298,6 +330,10 @@ impl Engine {
         }
         let upto = fit.stop.map_or(combined.len(), |s| s + 1);
         combined.truncate(upto);
+        run.answered_steps = run.ps.plan.as_ref().map(batch_steps).unwrap_or_default();
+        // If the plan fails, it is on the refused command (or, all accepted, on the last one:
+        // an answer that did not verify).
+        run.failed_step = run.answered_steps.get(upto.saturating_sub(1)).copied().flatten();
         let planner = run.planner.take().ok_or_else(|| EngineError::Internal(format!("process {} has no plan to feed", run.p.id)))?;
         let keys = self.keys(&mut ctx).await?;
         let (planner, result) = blocking(move || {
@@ -507,7 +543,11 @@ impl Engine {
                 return Ok(None);
             };
             let view = inputs::card_view(&ctx.se, self.isd_kvn(ctx).await?)?;
-            if let Some(skip) = self.reconcile(run, &phase, &view).await? {
+            let reconciled = self.reconcile(run, &phase, &view).await;
+            if matches!(reconciled, Err(Fail::Process { code: "engine.partially_applied", .. })) {
+                run.ps.touched = true;
+            }
+            if let Some(skip) = reconciled? {
                 run.ps.steps.push(state::StepRec { name: format!("{}: {skip}", phase.name()), state: StepState::Skipped, started_at: Some(now_ms()), finished_at: Some(now_ms()) });
                 run.ps.step_base = run.ps.steps.len();
                 run.ps.notes.push(format!("{}: {skip}", phase.name()));
@@ -698,7 +738,8 @@ impl Engine {
         let at = now_ms();
         for (k, c) in pending.batch.commands[pending.from..pending.to].iter().enumerate() {
             let r = answers.get(k);
-            if r.is_some() && segments::changes_card(&c.name) {
+            // A command that changes the card and was accepted: the card is no longer as before.
+            if r.and_then(|r| segments::sw(r)).is_some_and(|sw| c.accept.contains(&sw)) && segments::changes_card(&c.name) {
                 run.ps.touched = true;
             }
             run.w.apdus.push(ApduLogEntry { process_id: run.p.id, batch: run.ps.round_trips, seq: k as u32, command: c.apdu.clone(), response: r.cloned(), sw: r.and_then(|r| segments::sw(r)), at });
@@ -714,6 +755,13 @@ impl Engine {
         match r {
             Ok(p) => Ok(p),
             Err(Fail::Engine(e)) => Err(e),
+            Err(Fail::Process { code: "planner.stale_counter", message }) if run.ps.restarts < MAX_RESTARTS => {
+                // Another party used the card since the TSM last saw its counter: nothing was
+                // done (the card refused EXTERNAL AUTHENTICATE); read the card and plan again.
+                inputs::mark_stale(&mut ctx.se);
+                ctx.se_dirty = true;
+                self.restart(ctx, run, &format!("planner.stale_counter: {message}")).await
+            }
             Err(f @ Fail::Process { .. }) => {
                 self.fail_in_place(ctx, run, f);
                 Ok(None)
@@ -731,7 +779,7 @@ impl Engine {
                 ctx.se_dirty = true;
                 let trusted = view_trusted_view(planner.card());
                 run.ps.plan = Some(state::strip_plan(serde_json::to_value(planner.state()).map_err(|e| Fail::Engine(EngineError::Internal(e.to_string())))?));
-                self.record_steps(run, false);
+                self.record_steps(run, StepMode::Sent);
                 self.progress_state(run, &phase);
                 let to = segments::segment_end(&batch, 0, trusted);
                 Ok(Step::Send(Pending { process_id: run.p.id, process_version: run.p.version + 1, batch, from: 0, to, answers: Vec::new() }))
@@ -741,7 +789,7 @@ impl Engine {
                 inputs::apply_view(&mut ctx.se, &outcome.card, resync || outcome.resynced);
                 ctx.se_dirty = true;
                 self.update_sds(ctx, &outcome.card);
-                self.record_steps(run, true);
+                self.record_steps(run, StepMode::Done);
                 if outcome.load_skipped {
                     run.ps.notes.push("the load file was on the card already: not loaded again".into());
                 }
@@ -761,7 +809,7 @@ impl Engine {
                     inputs::apply_view(&mut ctx.se, planner.card(), false);
                     ctx.se_dirty = true;
                     run.ps.plan = serde_json::to_value(planner.state()).ok().map(state::strip_plan);
-                    self.record_steps(run, false);
+                    self.record_steps(run, StepMode::Failed);
                 }
                 Err(Fail::new(e.code(), e.to_string()))
             }
@@ -809,25 +857,37 @@ impl Engine {
 
     // ---- states, steps, endings -------------------------------------------------------------
 
-    /// The steps of the current phase from its planner (`done`: the phase completed).
-    fn record_steps(&self, run: &mut Run, done: bool) {
+    /// The steps of the current phase from its planner.
+    fn record_steps(&self, run: &mut Run, mode: StepMode) {
         let Some(planner) = run.planner.as_ref() else { return };
         let now = now_ms();
         let base = run.ps.step_base.min(run.ps.steps.len());
         let old: Vec<state::StepRec> = run.ps.steps.split_off(base);
-        let steps = planner.state().steps();
-        let first_open = steps.iter().position(|(_, d)| !*d && !done);
-        for (i, (name, d)) in steps.into_iter().enumerate() {
+        // The planner counts a step done once its commands are in a batch; the engine counts
+        // it completed once the card's answers to them were accepted.
+        let running: Vec<usize> = match mode {
+            StepMode::Sent => serde_json::to_value(planner.state()).map(|v| batch_steps(&v)).unwrap_or_default().into_iter().flatten().collect(),
+            _ => Vec::new(),
+        };
+        let answered: Vec<usize> = run.answered_steps.iter().flatten().copied().collect();
+        for (i, (name, d)) in planner.state().steps().into_iter().enumerate() {
             let prev = old.get(i).filter(|s| s.name == name);
-            let state = if d || done {
-                StepState::Completed
-            } else if Some(i) == first_open {
-                StepState::Running
-            } else {
-                StepState::Pending
+            let was_completed = prev.is_some_and(|s| s.state == StepState::Completed);
+            let state = match mode {
+                StepMode::Done => StepState::Completed,
+                StepMode::Sent if running.contains(&i) => StepState::Running,
+                StepMode::Sent if d => StepState::Completed,
+                StepMode::Sent => StepState::Pending,
+                StepMode::Failed => match run.failed_step {
+                    Some(f) if f == i => StepState::Failed,
+                    _ if was_completed => StepState::Completed,
+                    Some(f) if answered.contains(&i) && i < f => StepState::Completed,
+                    None if answered.first() == Some(&i) => StepState::Failed,
+                    _ => StepState::Pending,
+                },
             };
             let started_at = prev.and_then(|s| s.started_at).or((state != StepState::Pending).then_some(now));
-            let finished_at = prev.and_then(|s| s.finished_at).or((state == StepState::Completed).then_some(now));
+            let finished_at = prev.and_then(|s| s.finished_at).or(matches!(state, StepState::Completed | StepState::Failed).then_some(now));
             run.ps.steps.push(state::StepRec { name, state, started_at, finished_at });
         }
     }
@@ -913,7 +973,7 @@ impl Engine {
 
     /// Turns a run into its write (process row, steps, instance state, callback) in `ctx`.
     fn finish_run(&self, ctx: &mut Ctx, run: Run) {
-        let Run { mut p, mut ps, instance, instance_state, planner, mut w } = run;
+        let Run { mut p, mut ps, instance, instance_state, planner, mut w, .. } = run;
         if let Some(pl) = planner.as_ref()
             && !p.state.is_final()
             && let Ok(v) = serde_json::to_value(pl.state())
@@ -968,17 +1028,23 @@ enum Resumed {
 impl Run {
     fn new(p: Process, ps: ProcState, instance: Option<ServiceInstance>) -> Run {
         let w = ProcessWrite::new(p.clone());
-        Run { p, ps, instance, instance_state: None, planner: None, w }
+        Run { p, ps, instance, instance_state: None, planner: None, answered_steps: Vec::new(), failed_step: None, w }
     }
 }
 
-/// The current step of a process (the first not completed) takes `state`.
+/// Closes the current phase's steps: the first one not completed takes `state` (unless one
+/// failed already), the others still running go back to pending.
 fn mark_current_step(ps: &mut ProcState, state: StepState) {
     let now = now_ms();
-    if let Some(s) = ps.steps.iter_mut().skip(ps.step_base).find(|s| matches!(s.state, StepState::Running | StepState::Pending)) {
-        s.state = state;
-        if state == StepState::Failed {
+    let base = ps.step_base.min(ps.steps.len());
+    let mut set = state != StepState::Failed || ps.steps[base..].iter().any(|s| s.state == StepState::Failed);
+    for s in ps.steps.iter_mut().skip(base) {
+        if !set && matches!(s.state, StepState::Running | StepState::Pending) {
+            s.state = state;
             s.finished_at = Some(now);
+            set = true;
+        } else if s.state == StepState::Running {
+            s.state = StepState::Pending;
         }
     }
 }

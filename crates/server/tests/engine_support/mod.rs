@@ -227,6 +227,22 @@ pub async fn db_registry(db: &TestDb, se: &str) -> Vec<(String, String, u8, Stri
     v
 }
 
+/// Another party (an MNO's OTA server, say) opens and authenticates a session with the ISD:
+/// the card's sequence counter moves on without the TSM knowing.
+pub fn other_party_session(card: &Arc<Mutex<SimCard>>) {
+    use tsm_gp::scp::{ChannelOptions, SecurityLevel, StaticKeys};
+    use tsm_gp::{Codec, CommandApdu, ResponseApdu};
+    let k = |h: &str| SecretKey::aes(&tsm_gp::hex::decode(h).unwrap()).unwrap();
+    let keys = StaticKeys::new(k(ISD_ENC), k(ISD_MAC), k(ISD_DEK), 0x30);
+    let mut c = card.lock().unwrap();
+    let mut send = |cmd: &CommandApdu| ResponseApdu::from_bytes(&c.transmit(&cmd.to_bytes())).unwrap();
+    assert_eq!(send(&tsm_gp::gp::Select::by_name(&tsm_gp::hex::decode("A000000151000000").unwrap()).to_apdu()).sw.0, 0x9000);
+    let (hs, iu) = tsm_gp::scp::scp03::HostHandshake::new(keys, &[0x5A; 8], ChannelOptions::default()).unwrap();
+    let r = send(&iu);
+    let a = hs.on_init_update(&r, SecurityLevel::C_MAC, tsm_gp::scp::scp03::Expect::any()).unwrap();
+    assert_eq!(send(&a.external_authenticate()).sw.0, 0x9000);
+}
+
 pub fn isd_counter(card: &Arc<Mutex<SimCard>>) -> u32 {
     card.lock().unwrap().state().apps[0].domain.as_ref().unwrap().sequence_counter
 }
