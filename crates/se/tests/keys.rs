@@ -39,7 +39,7 @@ fn scp02_put_key_add_and_replace() {
         assert_eq!(put_key_set(&mut h2, &mut c, 0x30, 0x31, [&n1, &n2, &n3]).sw.0, 0x6A88);
         assert_eq!(put_key_set(&mut h2, &mut c, 0, 0x21, [&n1, &n2, &n3]).sw.0, 0x6A80);
         // An unknown key type.
-        let pk = PutKey::new(0, 1, 0x40, vec![PutKeyComponent { key_type: 0xA1, key_length: None, encrypted: vec![0; 16], kcv: vec![] }]);
+        let pk = PutKey::new(0, 1, 0x40, vec![PutKeyComponent { key_type: 0xA1, key_length: None, encrypted: vec![0; 16], kcv: vec![], more: vec![] }]);
         assert_eq!(h2.sw(&mut c, &pk.to_apdu()), 0x9484);
         let _ = h;
     }

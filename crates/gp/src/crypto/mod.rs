@@ -3,6 +3,7 @@
 //! diversification. Keys are behind [`SymmetricKey`] so that an HSM can stand in for memory.
 
 pub mod diversify;
+pub mod ecc;
 pub mod kdf;
 pub mod seal;
 
@@ -33,6 +34,15 @@ pub enum CryptoError {
     KeyStore(String),
     #[error("sealed data does not verify: wrong storage key, or the data was altered")]
     BadSeal,
+    /// An ECC public key that is not a point of the curve (or not SEC 1 encoded).
+    #[error("not a valid P-256 public key (SEC 1 point on the curve)")]
+    BadPublicKey,
+    /// An ECC private key outside 1..n-1 or not 32 bytes.
+    #[error("not a valid P-256 private key (32-byte scalar in 1..n-1)")]
+    BadPrivateKey,
+    /// A signature that does not verify, or is not 64 bytes `r ‖ s`.
+    #[error("signature does not verify")]
+    BadSignature,
 }
 
 impl CryptoError {
@@ -45,6 +55,9 @@ impl CryptoError {
             CryptoError::Unsupported { .. } => "crypto.unsupported",
             CryptoError::KeyStore(_) => "crypto.key_store",
             CryptoError::BadSeal => "crypto.bad_seal",
+            CryptoError::BadPublicKey => "crypto.bad_public_key",
+            CryptoError::BadPrivateKey => "crypto.bad_private_key",
+            CryptoError::BadSignature => "crypto.bad_signature",
         }
     }
 }

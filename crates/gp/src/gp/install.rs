@@ -97,6 +97,18 @@ impl InstallBody {
         }
     }
 
+    /// Replaces the token (INSTALL [for personalization] has none: nothing changes).
+    pub fn set_token(&mut self, new: Vec<u8>) {
+        match self {
+            InstallBody::Load { token, .. }
+            | InstallBody::Install { token, .. }
+            | InstallBody::MakeSelectable { token, .. }
+            | InstallBody::Extradition { token, .. }
+            | InstallBody::RegistryUpdate { token, .. } => *token = new,
+            InstallBody::Personalization { .. } => {}
+        }
+    }
+
     /// The token, if this form carries one.
     pub fn token(&self) -> &[u8] {
         match self {
@@ -283,6 +295,17 @@ impl Install {
 
     pub fn p1(&self) -> u8 {
         self.body.p1() | if self.more { p1::MORE } else { 0 }
+    }
+
+    /// Sets the delegated-management token (see [`super::delegated`]).
+    pub fn set_token(&mut self, token: Vec<u8>) {
+        self.body.set_token(token);
+    }
+
+    /// This command with `token`.
+    pub fn with_token(mut self, token: Vec<u8>) -> Self {
+        self.set_token(token);
+        self
     }
 
     pub fn to_apdu(&self) -> CommandApdu {

@@ -8,6 +8,7 @@
 pub mod aid;
 pub mod auth;
 pub mod data;
+pub mod delegated;
 pub mod delete;
 pub mod get_data;
 pub mod install;

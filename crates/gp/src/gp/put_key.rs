@@ -1,6 +1,12 @@
 //! PUT KEY (GPCS 2.3 §11.8; AES keys per Amendment D §7.2): the command carries keys already
 //! encrypted under the DEK (the secure channel layer encrypts, not this module) and their KCVs.
 //! The response is the key version number followed by the KCVs.
+//!
+//! An asymmetric key travels as several components, the key check value after the last one
+//! (GPCS 2.3 §11.8.2.3): an ECC public key is `B0` (the SEC 1 point, in clear) followed by
+//! `F0` (the key parameters reference: `00` = NIST P-256 in GPCS 2.3's list of key parameter
+//! references) or by explicit curve parameters `B2`..`B7`; an RSA public key is `A1` (modulus) then `A0`
+//! (exponent). [`PutKeyComponent::more`] holds the components after the first.
 
 use super::{Context, Framing, GpError, check_gp, ins};
 use crate::apdu::CommandApdu;
@@ -13,6 +19,27 @@ use std::fmt;
 pub const KEY_TYPE_AES: u8 = 0x88;
 /// Key type of (3)DES keys as SCP02 loads them.
 pub const KEY_TYPE_DES: u8 = 0x80;
+/// ECC public key (GPCS 2.3 Table 11-16): the SEC 1 point, not encrypted.
+pub const KEY_TYPE_ECC_PUBLIC: u8 = 0xB0;
+/// ECC key parameters reference (GPCS 2.3 Table 11-16): one byte naming the curve.
+pub const KEY_TYPE_ECC_PARAMETERS_REFERENCE: u8 = 0xF0;
+/// Key parameters reference of NIST P-256 (secp256r1).
+pub const ECC_PARAMETERS_P256: u8 = 0x00;
+/// RSA public exponent, the component after the modulus `A1`.
+pub const KEY_TYPE_RSA_PUBLIC_EXPONENT: u8 = 0xA0;
+/// RSA public modulus.
+pub const KEY_TYPE_RSA_PUBLIC_MODULUS: u8 = 0xA1;
+
+/// Whether a component of type `next` continues the key that began with a component of type
+/// `first` (rather than a key check value length following it).
+fn continues(first: u8, next: u8) -> bool {
+    match first {
+        // ECC public or private key: explicit curve parameters or their reference.
+        0xB0 | 0xB1 => matches!(next, 0xB2..=0xB7 | KEY_TYPE_ECC_PARAMETERS_REFERENCE),
+        KEY_TYPE_RSA_PUBLIC_MODULUS => next == KEY_TYPE_RSA_PUBLIC_EXPONENT,
+        _ => false,
+    }
+}
 
 /// One key in the PUT KEY data field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,16 +52,30 @@ pub struct PutKeyComponent {
     pub encrypted: Vec<u8>,
     /// Key check value (usually 3 bytes; may be empty).
     pub kcv: Vec<u8>,
+    /// Further components of the same key (type, value), before the key check value: the
+    /// curve of an ECC key, the exponent of an RSA key. Empty for symmetric keys.
+    pub more: Vec<(u8, Vec<u8>)>,
 }
 
 impl PutKeyComponent {
     /// An AES key of `key_length` bytes.
     pub fn aes(key_length: u8, encrypted: Vec<u8>, kcv: Vec<u8>) -> Self {
-        PutKeyComponent { key_type: KEY_TYPE_AES, key_length: Some(key_length), encrypted, kcv }
+        PutKeyComponent { key_type: KEY_TYPE_AES, key_length: Some(key_length), encrypted, kcv, more: Vec::new() }
     }
     /// A (3)DES key (type `80`).
     pub fn des(encrypted: Vec<u8>, kcv: Vec<u8>) -> Self {
-        PutKeyComponent { key_type: KEY_TYPE_DES, key_length: None, encrypted, kcv }
+        PutKeyComponent { key_type: KEY_TYPE_DES, key_length: None, encrypted, kcv, more: Vec::new() }
+    }
+    /// An ECC public key on NIST P-256: `B0` with the uncompressed SEC 1 point (in clear, it
+    /// is public), then `F0 01 00` (key parameters reference P-256), no key check value.
+    pub fn ecc_public_p256(point: Vec<u8>) -> Self {
+        PutKeyComponent {
+            key_type: KEY_TYPE_ECC_PUBLIC,
+            key_length: None,
+            encrypted: point,
+            kcv: Vec::new(),
+            more: vec![(KEY_TYPE_ECC_PARAMETERS_REFERENCE, vec![ECC_PARAMETERS_P256])],
+        }
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -44,6 +85,11 @@ impl PutKeyComponent {
         kd.extend_from_slice(&self.encrypted);
         tlv::encode_length(kd.len(), out);
         out.extend_from_slice(&kd);
+        for (t, v) in &self.more {
+            out.push(*t);
+            tlv::encode_length(v.len(), out);
+            out.extend_from_slice(v);
+        }
         out.push(self.kcv.len() as u8);
         out.extend_from_slice(&self.kcv);
     }
@@ -55,7 +101,11 @@ impl fmt::Display for PutKeyComponent {
         if let Some(l) = self.key_length {
             write!(f, " {l} bytes")?;
         }
-        write!(f, " encrypted={}", Hex(&self.encrypted))?;
+        let what = if matches!(self.key_type, 0xA0 | 0xA1 | 0xB0) { "value" } else { "encrypted" };
+        write!(f, " {what}={}", Hex(&self.encrypted))?;
+        for (t, v) in &self.more {
+            write!(f, " {}({t:02X})={}", super::data::key_type_name(*t as u16), Hex(v))?;
+        }
         if !self.kcv.is_empty() {
             write!(f, " KCV={}", Hex(&self.kcv))?;
         }
@@ -117,8 +167,14 @@ impl PutKey {
                 (KEY_TYPE_AES, None) => return Err(GpError::invalid(C, "AES key data without its length byte")),
                 _ => (None, kd.to_vec()),
             };
+            let mut more = Vec::new();
+            while let Some(next) = r.peek_u8().filter(|&n| continues(key_type, n)) {
+                r.u8("PUT KEY key type").ctx(C)?;
+                let len = tlv::read_length(&mut r).ctx(C)?;
+                more.push((next, r.take(len, "PUT KEY key component").ctx(C)?.to_vec()));
+            }
             let kcv = super::read_lv(&mut r, "PUT KEY check value").ctx(C)?.to_vec();
-            components.push(PutKeyComponent { key_type, key_length, encrypted, kcv });
+            components.push(PutKeyComponent { key_type, key_length, encrypted, kcv, more });
         }
         if components.is_empty() {
             return Err(GpError::invalid(C, "no key data"));
@@ -210,7 +266,15 @@ mod tests {
         assert!(PutKeyResponse::parse(&[0x30, 1, 2]).is_err());
         let des = PutKey::new(0x20, 1, 0x21, vec![PutKeyComponent::des(vec![0; 16], vec![1, 2, 3])]);
         assert_eq!(PutKey::from_apdu(&des.to_apdu()).unwrap(), des);
-        for bad in ["80D800810130", "80D8008104308801AA", "80D8008103308800"] {
+        // An ECC public key: B0 point, F0 01 00, then the KCV length 00 (GPCS 2.3 §11.8.2.3).
+        let point: Vec<u8> = std::iter::once(0x04).chain(1..=64).collect();
+        let ecc = PutKey::new(0, 1, 0x70, vec![PutKeyComponent::ecc_public_p256(point.clone())]);
+        let a = ecc.to_apdu();
+        assert_eq!(&a.data[..3], &[0x70, 0xB0, 0x41]);
+        assert_eq!(&a.data[3 + 65..], &[0xF0, 0x01, 0x00, 0x00]);
+        assert_eq!(PutKey::from_apdu(&a).unwrap(), ecc);
+        assert_eq!(ecc.expected_response().to_bytes(), vec![0x70], "no KCV for a public key");
+        for bad in ["80D800810130", "80D8008104308801AA", "80D8008103308800", "80D8000106 70 B0 01 04 F0 01"] {
             let a = CommandApdu::from_bytes(&decode(bad).unwrap()).unwrap();
             assert!(PutKey::from_apdu(&a).is_err(), "{bad}");
         }

@@ -2,6 +2,7 @@
 
 use crate::cap::CapError;
 use crate::crypto::CryptoError;
+use crate::gp::delegated::DelegatedError;
 use crate::gp::GpError;
 use crate::scp::ScpError;
 use crate::sw::StatusWord;
@@ -26,6 +27,9 @@ pub enum SessionError {
     Cap(#[from] CapError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// Delegated management: a receipt missing or not verifying.
+    #[error(transparent)]
+    Delegated(#[from] DelegatedError),
     /// The card answered a command with a status word other than success.
     #[error("{command}: card returned {sw:?}: {meaning}")]
     CardStatus { command: &'static str, sw: StatusWord, meaning: String },
@@ -61,6 +65,7 @@ impl SessionError {
             SessionError::Gp(e) => e.code(),
             SessionError::Cap(e) => e.code(),
             SessionError::Crypto(e) => e.code(),
+            SessionError::Delegated(e) => e.code(),
             SessionError::CardStatus { .. } => "session.card_status",
             SessionError::AuthenticationFailed { .. } => "session.authentication_failed",
             SessionError::BadResponse { .. } => "session.bad_response",

@@ -30,12 +30,14 @@
 //!
 //! Only the basic logical channel is used.
 
+mod delegated;
 mod error;
 mod keys;
 mod random;
 #[cfg(test)]
 mod tests;
 
+pub use delegated::{TokenIssuer, check_receipt};
 pub use error::SessionError;
 pub use keys::{CardKeys, KeySet};
 #[cfg(feature = "os-random")]
@@ -831,6 +833,11 @@ impl<T: Transport> GpSession<T, Secure> {
 
     /// LOAD of a load file as LOAD carries it (optional `E2` DAP blocks, then `C4`).
     pub fn load_file(&mut self, load_file: &[u8], block_size: Option<usize>, progress: &mut dyn FnMut(usize, usize)) -> Result<(), SessionError> {
+        self.load_blocks(load_file, block_size, progress).map(drop)
+    }
+
+    /// The LOAD commands of a load file; returns the last block's response data.
+    fn load_blocks(&mut self, load_file: &[u8], block_size: Option<usize>, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<u8>, SessionError> {
         let size = self.block_size(block_size)?;
         let blocks = split_load_file(load_file, size)?;
         let total = load_file.len();
@@ -843,11 +850,14 @@ impl<T: Transport> GpSession<T, Secure> {
             if !b.last {
                 b.framing.le = None;
             }
-            self.command("LOAD", &b.to_apdu())?;
+            let data = self.command("LOAD", &b.to_apdu())?;
             done += b.data.len();
             progress(done, total);
+            if b.last {
+                return Ok(data);
+            }
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
     /// INSTALL [for install]: instance `app` of module `module` in load file `elf`.
