@@ -2,7 +2,7 @@
 //! upload, a service with personalization, deploy → the local agent runs the SERAM session to
 //! Stop against a simulated card → process COMPLETED, instance OPERATIONAL, the card's
 //! registry is the database's; suspend, resume, terminate, a deployment again with a current
-//! counter in one round trip; several processes queued for one SE run in one session.
+//! counter in one round trip, an update to another version; several processes queued for one SE run in one session.
 
 mod engine_support;
 use engine_support::*;
@@ -11,6 +11,7 @@ use tsm_server::store::testing::databases;
 
 const SE: &str = "CIN-LIFE-1";
 const INST: &str = "D0D1D2D3D4D5010101";
+const INST2: &str = "D0D1D2D3D4D5010103";
 
 fn generic_dgis(card: &std::sync::Arc<std::sync::Mutex<tsm_se::SimCard>>, app: &str) -> serde_json::Value {
     let a: tsm_gp::gp::Aid = app.parse().unwrap();
@@ -98,6 +99,31 @@ async fn deploy_suspend_resume_terminate() {
         assert_eq!(p["progress"]["roundTrips"], 1, "{tag}: a deployment with a current SCP03 counter is one round trip");
         assert!(sent_ins(&events, 0xE8, None) > 0, "{tag}: loaded again");
         assert_eq!(instance_state(&ts, &t, &iid).await, "OPERATIONAL");
+        assert_eq!(card_registry(&card), db_registry(&db, SE).await, "{tag}");
+
+        // Update to version 2.0 (the same load file, another application instance): the old
+        // instance goes, the new one comes, the load file stays; the instance row moves.
+        let tok = Some(t.token.as_str());
+        let (s, v) = ts.call("POST", &format!("/api/v1/services/{}/versions", c.service_id), tok, Some(serde_json::json!({"tag": "2.0", "elfId": c.elf_id}))).await;
+        assert_eq!(s, 201, "{v}");
+        let (s, f) = ts.call("POST", &format!("/api/v1/services/{}/versions/2.0/flavors", c.service_id), tok, Some(serde_json::json!({"name": "v2", "memoryQuota": 4000}))).await;
+        assert_eq!(s, 201, "{f}");
+        let fid = f["id"].as_str().unwrap().to_string();
+        let (s, a) = ts
+            .call("POST", &format!("/api/v1/services/{}/flavors/{fid}/application-configs", c.service_id), tok, Some(serde_json::json!({"moduleAid": MODULE_AID, "instanceAid": INST2, "nvQuota": 1024})))
+            .await;
+        assert_eq!(s, 201, "{a}");
+        let (s, q) = ts.call("POST", &format!("/api/v1/service-instances/{iid}/update"), tok, Some(serde_json::json!({"versionTag": "2.0"}))).await;
+        assert_eq!(s, 202, "{q}");
+        let (pid, sid) = (q["processId"].as_str().unwrap().to_string(), q["sessionId"].as_str().unwrap().to_string());
+        let (_, events) = run_agent(&ts.base, &sid, SE, &card).await.unwrap_or_else(|e| panic!("{tag}: update: {e}"));
+        let p = process(&ts, &t, &pid).await;
+        assert_eq!(p["state"], "COMPLETED", "{tag}: {p}");
+        assert_eq!(sent_ins(&events, 0xE8, None), 0, "{tag}: the load file stays");
+        assert_eq!(app_life_cycle(&card, INST), None, "{tag}: the old instance is gone");
+        assert_eq!(app_life_cycle(&card, INST2), Some(0x07), "{tag}: the new one is selectable");
+        let (_, i) = ts.call("GET", &format!("/api/v1/service-instances/{iid}"), tok, None).await;
+        assert_eq!((i["state"].as_str(), i["flavorId"].as_str()), (Some("OPERATIONAL"), Some(fid.as_str())), "{tag}: {i}");
         assert_eq!(card_registry(&card), db_registry(&db, SE).await, "{tag}");
 
         ts.stop().await;

@@ -15,7 +15,8 @@
 //!    view of the card is marked stale and the process starts again with a resynchronization.
 //! 3. **Phases.** A process is a list of planner runs ([`state::Phase`]): a resynchronization
 //!    (GET STATUS of every scope) first when the registry is unknown or the sequence counter
-//!    not current, then the operation (one plan per instance for suspend, resume, terminate).
+//!    not current, then the operation (one plan per instance for suspend, resume, terminate;
+//!    terminate then deploy for an update).
 //!    Before an operation's plan the engine reconciles it with the registry: what is already
 //!    done on the card is skipped, a half-done deployment fails (`engine.partially_applied`).
 //! 4. **Batches.** The planner's batch goes out in segments ([`segments`]): SERAM agents do not
@@ -493,15 +494,16 @@ impl Engine {
         }
     }
 
-    /// The planner runs of an operation (one per application for suspend, resume, terminate;
-    /// the load file is deleted with the last instance).
+    /// The planner runs of an operation: one per application for suspend, resume, terminate
+    /// (the load file is deleted with the last instance); an update terminates the old
+    /// flavor's applications and deploys the target.
     async fn op_phases(&self, run: &Run) -> Result<Vec<Phase>, Fail> {
         if run.p.operation == Operation::Resync {
             return Ok(vec![Phase::Resync]);
         }
         let inst = run.instance.as_ref().ok_or_else(|| Fail::new("engine.invalid_input", "the process has no service instance"))?;
         Ok(match run.p.operation {
-            Operation::Deploy => vec![Phase::Deploy],
+            Operation::Deploy => vec![Phase::Deploy { target: None }],
             Operation::Suspend | Operation::Resume | Operation::Terminate => {
                 let (aids, elf) = self.instance_aids(inst).await?;
                 let n = aids.len();
@@ -514,7 +516,23 @@ impl Engine {
                     })
                     .collect()
             }
-            Operation::Update => return Err(Fail::new("engine.unsupported_operation", "update is not carried out by this engine yet: terminate the instance and deploy the new flavor")),
+            Operation::Update => {
+                // The old flavor's applications go (with the old load file when the version
+                // brings another), then the target is deployed.
+                let req = run.ps.request.as_ref().and_then(|r| r.get("request").or(Some(r)));
+                let id = |k: &str| req.and_then(|r| r.get(k)).and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
+                let (Some(version), Some(flavor)) = (id("serviceVersionId").map(ServiceVersionId), id("flavorId").map(FlavorId)) else {
+                    return Err(Fail::new("engine.invalid_input", "the update names no target version and flavor"));
+                };
+                let new_lf = self.st.store.service_versions().get(inst.provider_id, version).await?.ok_or_else(|| Fail::new("engine.invalid_input", "the update's target version is gone"))?.load_file_id;
+                let old_lf = self.st.store.service_versions().get(inst.provider_id, inst.service_version_id).await?.map(|v| v.load_file_id);
+                let (aids, elf) = self.instance_aids(inst).await?;
+                let n = aids.len();
+                let drop_elf = old_lf != Some(new_lf);
+                let mut phases: Vec<Phase> = aids.into_iter().enumerate().map(|(k, a)| Phase::Terminate { instance: a, elf: if k + 1 == n && drop_elf { elf } else { None } }).collect();
+                phases.push(Phase::Deploy { target: Some(state::Target { version, flavor }) });
+                phases
+            }
             Operation::Resync => unreachable!("handled above"),
         })
     }
@@ -556,8 +574,8 @@ impl Engine {
             }
             let (op, ins) = match &phase {
                 Phase::Resync => (PlanOp::Resync, None),
-                Phase::Deploy => {
-                    let inst = run.instance.clone().ok_or_else(|| Fail::new("engine.invalid_input", "deploy without an instance"))?;
+                Phase::Deploy { target } => {
+                    let inst = targeted(run.instance.as_ref(), target).ok_or_else(|| Fail::new("engine.invalid_input", "deploy without an instance"))?;
                     let ssd = ctx.sds.iter().find(|d| d.kind == SdKind::Ssd && d.provider_id == Some(inst.provider_id)).cloned().ok_or_else(|| Fail::new("engine.no_ssd", format!("the provider has no security domain on {}", ctx.se.id)))?;
                     let ssd_aid = Aid::new(ssd.aid.as_bytes()).map_err(|e| Fail::new("engine.invalid_input", e.to_string()))?;
                     let keyset = if inputs::entry(&view, &ssd_aid).is_some() { None } else { Some(self.ssd_keyset(ctx, &ssd, &view).await?) };
@@ -600,9 +618,9 @@ impl Engine {
         let app = |aid: &Aid| inputs::entry(view, aid).filter(|e| matches!(e.lifecycle, LifeCycle::Application(_)));
         match phase {
             Phase::Resync => Ok(None),
-            Phase::Deploy => {
-                let Some(inst) = &run.instance else { return Ok(None) };
-                let (aids, _) = self.instance_aids(inst).await?;
+            Phase::Deploy { target } => {
+                let Some(inst) = targeted(run.instance.as_ref(), target) else { return Ok(None) };
+                let (aids, _) = self.instance_aids(&inst).await?;
                 let present: Vec<&Aid> = aids.iter().filter(|a| app(a).is_some()).collect();
                 if present.is_empty() {
                     return Ok(None);
@@ -895,7 +913,7 @@ impl Engine {
     /// The instance's state while a deployment runs: INSTALLED once an instance is installed,
     /// PERSONALIZED once every personalization step is done.
     fn progress_state(&self, run: &mut Run, phase: &Phase) {
-        if *phase != Phase::Deploy {
+        if !matches!(phase, Phase::Deploy { .. }) {
             return;
         }
         let cur = &run.ps.steps[run.ps.step_base.min(run.ps.steps.len())..];
@@ -913,7 +931,7 @@ impl Engine {
     fn phase_done_state(&self, run: &mut Run, phase: &Phase) {
         run.instance_state = match phase {
             Phase::Resync => run.instance_state,
-            Phase::Deploy => match run.planner.as_ref().map(|p| p.state().operation()) {
+            Phase::Deploy { .. } => match run.planner.as_ref().map(|p| p.state().operation()) {
                 Some(PlanOp::Deploy(d)) if d.make_selectable => Some(ServiceInstanceState::Operational),
                 Some(PlanOp::Deploy(d)) if !d.personalization.is_empty() => Some(ServiceInstanceState::Personalized),
                 _ => Some(ServiceInstanceState::Installed),
@@ -944,6 +962,12 @@ impl Engine {
         run.p.error = None;
         if run.p.operation == Operation::Resync {
             run.instance_state = None;
+        }
+        if let (Some(inst), Some(t)) = (run.instance.as_ref(), run.ps.phases.iter().find_map(|p| match p {
+            Phase::Deploy { target: Some(t) } => Some(*t),
+            _ => None,
+        })) {
+            run.w.instance_flavor = Some((inst.id, t.version, t.flavor));
         }
         let detail = serde_json::json!({"roundTrips": run.ps.round_trips, "apdus": run.ps.apdus, "notes": run.ps.notes});
         run.w.audit.push(self.audit(&run.p, "process_completed", detail));
@@ -1047,6 +1071,16 @@ fn mark_current_step(ps: &mut ProcState, state: StepState) {
             s.state = StepState::Pending;
         }
     }
+}
+
+/// The instance as a deployment sees it: moved to the update's target, if any.
+fn targeted(inst: Option<&ServiceInstance>, target: &Option<state::Target>) -> Option<ServiceInstance> {
+    let mut i = inst?.clone();
+    if let Some(t) = target {
+        i.service_version_id = t.version;
+        i.flavor_id = t.flavor;
+    }
+    Some(i)
 }
 
 /// The registry is unknown or the counter may have moved: read the card before planning.

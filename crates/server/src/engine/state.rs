@@ -2,7 +2,7 @@
 //! planner's state, which is stored **without** the load file bytes and the personalization
 //! blocks (references and digests instead, see [`strip_plan`] and [`Inputs`]).
 
-use crate::domain::{LoadFileId, PersoScriptId, ProviderId, ServiceInstanceState, StepState};
+use crate::domain::{FlavorId, LoadFileId, PersoScriptId, ProviderId, ServiceInstanceState, ServiceVersionId, StepState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tsm_gp::gp::Aid;
@@ -17,7 +17,11 @@ pub const ENGINE_STATE_VERSION: u32 = 1;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Phase {
     Resync,
-    Deploy,
+    /// Deploys the instance's version and flavor, or `target` (an update).
+    Deploy {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<Target>,
+    },
     Suspend {
         instance: Aid,
     },
@@ -35,12 +39,20 @@ impl Phase {
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Resync => "resync",
-            Phase::Deploy => "deploy",
+            Phase::Deploy { .. } => "deploy",
             Phase::Suspend { .. } => "suspend",
             Phase::Resume { .. } => "resume",
             Phase::Terminate { .. } => "terminate",
         }
     }
+}
+
+/// The version and flavor an update moves an instance to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub version: ServiceVersionId,
+    pub flavor: FlavorId,
 }
 
 /// The personalization of one instance, by reference: the scripts (in order) and a digest of

@@ -27,13 +27,15 @@ pub struct ProcessWrite {
     /// APDU log entries to append.
     pub apdus: Vec<ApduLogEntry>,
     pub instance_state: Option<(ServiceInstanceId, ServiceInstanceState)>,
+    /// An update completed: the instance's new version and flavor.
+    pub instance_flavor: Option<(ServiceInstanceId, ServiceVersionId, FlavorId)>,
     pub audit: Vec<NewAuditEntry>,
     pub callback: Option<CallbackOutboxEntry>,
 }
 
 impl ProcessWrite {
     pub fn new(process: Process) -> ProcessWrite {
-        ProcessWrite { process, steps: Vec::new(), apdus: Vec::new(), instance_state: None, audit: Vec::new(), callback: None }
+        ProcessWrite { process, steps: Vec::new(), apdus: Vec::new(), instance_state: None, instance_flavor: None, audit: Vec::new(), callback: None }
     }
 }
 
@@ -139,19 +141,6 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// Moves an instance to another version and flavor (an `update` process that completed).
-    pub async fn set_instance_flavor(&self, id: ServiceInstanceId, version: ServiceVersionId, flavor: FlavorId) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE service_instances SET service_version_id = $1, flavor_id = $2, updated_at = $3 WHERE id = $4")
-            .bind(version.to_string())
-            .bind(flavor.to_string())
-            .bind(now_ms())
-            .bind(id.to_string())
-            .execute(self.pool())
-            .await
-            .map_err(db_err("service instance"))?;
-        Ok(r.rows_affected() == 1)
-    }
 }
 
 async fn write_process(c: &mut AnyConnection, w: &ProcessWrite) -> Result<(), StoreError> {
@@ -226,6 +215,16 @@ async fn write_process(c: &mut AnyConnection, w: &ProcessWrite) -> Result<(), St
         if r.rows_affected() != 1 {
             return Err(StoreError::NotFound { entity: "service instance", id: inst.to_string() });
         }
+    }
+    if let Some((inst, version, flavor)) = w.instance_flavor {
+        sqlx::query("UPDATE service_instances SET service_version_id = $1, flavor_id = $2, updated_at = $3 WHERE id = $4")
+            .bind(version.to_string())
+            .bind(flavor.to_string())
+            .bind(now_ms())
+            .bind(inst.to_string())
+            .execute(&mut *c)
+            .await
+            .map_err(db_err("service instance"))?;
     }
     for a in &w.audit {
         insert_audit(c, a).await?;
