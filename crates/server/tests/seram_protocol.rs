@@ -232,3 +232,58 @@ async fn order_provisioning_and_long_polls() {
         db.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_session_waits_for_the_se() {
+    for db in databases().await {
+        let tag = db.label;
+        let ts = node(&db, "node-a", 1).await;
+        let t = ts.provider("acme").await;
+        onboard(&ts, &t, SE, 32_000).await;
+        let a = service(&ts, &t, "wallet", INST, false).await;
+        let b = service(&ts, &t, "transit", "D0D1D2D3D4D5010102", false).await;
+        let ia = instance(&ts, &t, &a, SE).await;
+        let ib = instance(&ts, &t, &b, SE).await;
+        let (pa, s1) = queue(&ts, &t, &ia, "deploy").await;
+        let (pb, s2) = queue(&ts, &t, &ib, "deploy").await;
+        let card = card(8);
+        let http = reqwest::Client::new();
+        let base = ts.base.clone();
+        // Session 1 takes the SE.
+        let (_, _, c) = seram(&http, &base, "handshake", &s1, &handshake_body(SE), None).await;
+        let (_, mut o1, mut c1) = seram(&http, &base, "remoteManagement", &s1, &polling(), c.as_deref()).await;
+        assert!(has_command(&o1, "seRamCommand"), "{tag}: {o1}");
+        // Session 2: Start at once, then held (the SE is busy) until the long poll ends.
+        let (_, _, c) = seram(&http, &base, "handshake", &s2, &handshake_body(SE), None).await;
+        let (_, start, c2) = seram(&http, &base, "remoteManagement", &s2, &polling(), c.as_deref()).await;
+        assert!(has_command(&start, "ramStartCommand") && !has_command(&start, "seRamCommand"), "{tag}: {start}");
+        let t0 = Instant::now();
+        let done = json!({"localAgentStatus": {"localAgentStatusEnum": "PROCESSED", "executedSeRamCommands": 0}});
+        let (s, void, c2) = seram(&http, &base, "remoteManagement", &s2, &done, c2.as_deref()).await;
+        assert_eq!(s, 200, "{tag}: {void}");
+        assert!(void.get("ramCommands").is_none(), "{tag}: {void}");
+        assert!(t0.elapsed() >= Duration::from_millis(950), "{tag}: held while the SE is busy");
+        // Session 1 runs both processes.
+        for _ in 0..30 {
+            if has_command(&o1, "ramStopCommand") {
+                break;
+            }
+            let r = execute(&card, &o1);
+            let (s, o, c) = seram(&http, &base, "remoteManagement", &s1, &r, c1.as_deref()).await;
+            assert_eq!(s, 200, "{tag}: {o}");
+            (o1, c1) = (o, c);
+        }
+        assert!(has_command(&o1, "ramStopCommand"), "{tag}");
+        for pid in [&pa, &pb] {
+            let p = process(&ts, &t, pid).await;
+            assert_eq!((p["state"].as_str(), p["sessionId"].as_str()), (Some("COMPLETED"), Some(s1.as_str())), "{tag}: {p}");
+        }
+        // Session 2 finds nothing left: Stop.
+        let (s, stop, _) = seram(&http, &base, "remoteManagement", &s2, &polling(), c2.as_deref()).await;
+        assert_eq!(s, 200);
+        assert!(has_command(&stop, "ramStopCommand") && !has_command(&stop, "seRamCommand"), "{tag}: {stop}");
+        assert_eq!(card_registry(&card), db_registry(&db, SE).await, "{tag}");
+        ts.stop().await;
+        db.finish().await;
+    }
+}

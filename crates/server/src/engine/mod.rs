@@ -402,7 +402,7 @@ impl Engine {
             LocalAgentStatusEnum::UngrantedAccess => self.fail(&mut ctx, run, Fail::new("engine.agent_access_denied", detail)),
             _ => self.fail(&mut ctx, run, Fail::new("engine.agent_failure", detail)),
         }
-        self.release(sid, se).await?;
+        // The session stops: the caller releases the lease once this is committed.
         self.decision(ctx, stop).await
     }
 
