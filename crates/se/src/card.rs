@@ -79,6 +79,8 @@ pub(crate) struct LoadInProgress {
     pub nv_min: u32,
     pub assembler: LoadAssembler,
     pub received: usize,
+    /// Authorized by a Load Token (delegated management): the last block answers a receipt.
+    pub delegated: bool,
 }
 
 /// Where a GET STATUS answered `6310` stopped.
@@ -132,6 +134,9 @@ pub struct SimCard {
     /// Applications to deselect once the current response is protected (the security domain
     /// that just locked the card, for instance).
     pub(crate) deferred_evict: Vec<Aid>,
+    /// The command being processed carries a verified delegated management token (volatile,
+    /// cleared after each INSTALL and DELETE).
+    pub(crate) token_verified: bool,
 }
 
 impl std::fmt::Debug for SimCard {
@@ -250,6 +255,7 @@ impl SimCard {
             auth_failures: BTreeMap::new(),
             nv_quota: None,
             data: BTreeMap::new(),
+            public_keys: Vec::new(),
         };
         let isd_record = AppRecord {
             aid: isd,
@@ -295,6 +301,7 @@ impl SimCard {
             rng: RngState::new(config.seed),
             eid,
             identity: config.identity.clone(),
+            confirmation_counter: 0,
         };
         let mut card = SimCard::empty(state, ModelRegistry::new());
         card.ssd_initial_key = Zeroizing::new(config.ssd_initial_key.clone());
@@ -315,6 +322,7 @@ impl SimCard {
             scripted: VecDeque::new(),
             ssd_initial_key: Zeroizing::new(Vec::new()),
             deferred_evict: Vec::new(),
+            token_verified: false,
         };
         card.fresh_channels();
         card
@@ -351,6 +359,11 @@ impl SimCard {
                     return Err(SeError::State(format!("{name}: KCV of the unsealed key does not match the record")));
                 }
                 secrets.insert((app.aid, k.version, k.id), key);
+            }
+            for k in &d.public_keys {
+                if tsm_gp::crypto::ecc::P256PublicKey::from_sec1(&k.point).is_err() {
+                    return Err(SeError::State(format!("security domain {}: public key {:02X}/{:02X} is not a P-256 point", app.aid, k.version, k.id)));
+                }
             }
         }
         let mut live: BTreeMap<Aid, Box<dyn AppModel>> = BTreeMap::new();
@@ -469,7 +482,8 @@ impl SimCard {
     // ---- key store ----
 
     pub(crate) fn put_secret(&mut self, sd: &Aid, version: u8, id: u8, key: SecretKey) {
-        let rec = KeyRecord { version, id, key_type: key_type_of(key.alg()), alg: key.alg(), kcv: key.kcv().to_vec(), sealed: None };
+        let rec =
+            KeyRecord { version, id, key_type: key_type_of(key.alg()), alg: key.alg(), kcv: key.kcv().to_vec(), sealed: None, receipt: false };
         if let Some(d) = self.state.domain_mut(sd) {
             d.keys.retain(|k| !(k.version == version && k.id == id));
             d.keys.push(rec);

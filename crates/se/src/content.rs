@@ -11,6 +11,7 @@ use tsm_gp::cap::{CapFile, HashAlgorithm};
 use tsm_gp::gp::install::{SdInstallParams, SystemParams};
 use tsm_gp::gp::lifecycle::{AppLifeCycle, ElfLifeCycle, SdLifeCycle};
 use tsm_gp::gp::load::{LoadAssembler, LoadFile};
+use tsm_gp::gp::delegated::{ReceiptSubject, verify_delete_token, verify_install_token};
 use tsm_gp::gp::{Aid, Delete, DeleteTarget, Install, InstallBody, InstallParams, Load, Privilege, Privileges};
 use tsm_gp::scp::Scp;
 use tsm_gp::sw::StatusWord;
@@ -57,21 +58,48 @@ impl SimCard {
     }
 
     /// INSTALL (GPCS 2.3 §11.5). Every accepted form answers `00` (no receipt), INSTALL [for
-    /// install] nothing on cards with the `install_for_install_without_data` quirk.
+    /// install] nothing on cards with the `install_for_install_without_data` quirk; a
+    /// delegated one (verified token) answers its receipt instead (`crate::delegated`).
     pub(crate) fn install(&mut self, ch: u8, perf: Aid, cmd: &CommandApdu) -> Sw<ResponseApdu> {
+        let r = self.install_inner(ch, perf, cmd);
+        self.token_verified = false;
+        r
+    }
+
+    fn install_inner(&mut self, ch: u8, perf: Aid, cmd: &CommandApdu) -> Sw<ResponseApdu> {
         let inst = Install::from_apdu(cmd).map_err(|e| gp_sw(&e))?;
         let without_data = self.state.profile.quirks.install_for_install_without_data && matches!(inst.body, InstallBody::Install { .. });
-        if !inst.body.token().is_empty() && !self.is_isd(&perf) {
-            // Delegated management: tokens are not verified by this card (documented).
-            return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
-        }
+        let delegated = match inst.body {
+            InstallBody::Personalization { .. } => false,
+            _ => self.check_token(&perf, !inst.body.token().is_empty(), |k| verify_install_token(&inst, k))?,
+        };
+        let mut subject = None;
         match inst.body {
-            InstallBody::Load { elf, sd, hash, params, .. } => self.install_for_load(ch, perf, elf, sd, hash, params)?,
-            InstallBody::Install { elf, module, app, privileges, params, make_selectable, .. } => {
-                self.install_for_install(perf, elf, module, app, privileges, params, make_selectable)?
+            InstallBody::Load { elf, sd, hash, params, .. } => {
+                // The Load Token signs the hash: under delegation it is what binds the LOAD
+                // blocks to the token (GPCS 2.3 §9.3.3).
+                if delegated && hash.is_empty() {
+                    return Err(StatusWord::WRONG_DATA);
+                }
+                self.install_for_load(ch, perf, elf, sd, hash, params)?;
+                if let Some(l) = self.channels[ch as usize].load.as_mut() {
+                    l.delegated = delegated;
+                }
             }
-            InstallBody::MakeSelectable { app, privileges, .. } => self.make_selectable(perf, app, privileges)?,
-            InstallBody::Extradition { sd, app, .. } => self.extradite(perf, app, sd)?,
+            InstallBody::Install { elf, module, app, privileges, params, make_selectable, .. } => {
+                self.install_for_install(perf, elf, module, app, privileges, params, make_selectable)?;
+                subject = Some(ReceiptSubject::Install { elf, app });
+            }
+            InstallBody::MakeSelectable { app, privileges, .. } => {
+                self.make_selectable(perf, app, privileges)?;
+                let elf = self.state.app(&app).map(|a| a.elf).ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+                subject = Some(ReceiptSubject::Install { elf, app });
+            }
+            InstallBody::Extradition { sd, app, .. } => {
+                let from_sd = self.owner_of(&app).ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+                self.extradite(perf, app, sd)?;
+                subject = Some(ReceiptSubject::Extradition { from_sd, object: app, to_sd: sd });
+            }
             InstallBody::Personalization { app } => {
                 let rec = self.state.app(&app).ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
                 if rec.life_cycle & 0x80 != 0 && !self.is_isd(&app) {
@@ -84,8 +112,9 @@ impl SimCard {
                 c.perso_target = Some(app);
                 c.store_next = None;
             }
-            InstallBody::RegistryUpdate { sd, app, privileges, .. } => {
-                if !(self.is_isd(&perf) || self.privileges_of(&perf).contains(Privilege::GlobalRegistry)) {
+            InstallBody::RegistryUpdate { sd, app, privileges, ref params, .. } => {
+                let privileged = self.is_isd(&perf) || self.privileges_of(&perf).contains(Privilege::GlobalRegistry);
+                if !(privileged || delegated) {
                     return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
                 }
                 let app = app.ok_or(StatusWord::WRONG_DATA)?;
@@ -93,6 +122,17 @@ impl SimCard {
                     return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
                 }
                 let rec = self.state.app(&app).ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?.clone();
+                // A delegated registry update concerns the SD's own applications only.
+                if !privileged && rec.associated_sd != perf {
+                    return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+                }
+                subject = Some(ReceiptSubject::RegistryUpdate {
+                    from_sd: Some(rec.associated_sd),
+                    app: Some(app),
+                    to_sd: sd,
+                    privileges,
+                    params: params.as_bytes().to_vec(),
+                });
                 if let Some(p) = privileges {
                     self.check_grant(&perf, p, rec.is_sd())?;
                 }
@@ -104,7 +144,15 @@ impl SimCard {
                 }
             }
         }
+        if let (true, Some(subject)) = (delegated, subject) {
+            return Ok(ok(self.receipt(&subject)?));
+        }
         Ok(ok(if without_data { Vec::new() } else { vec![0x00] }))
+    }
+
+    /// The security domain an application, security domain or load file is associated with.
+    fn owner_of(&self, aid: &Aid) -> Option<Aid> {
+        self.state.app(aid).map(|a| a.associated_sd).or_else(|| self.state.load_file(aid).map(|l| l.associated_sd))
     }
 
     fn install_for_load(&mut self, ch: u8, perf: Aid, elf: Aid, sd: Option<Aid>, hash: Vec<u8>, params: InstallParams) -> Sw<()> {
@@ -124,7 +172,7 @@ impl SimCard {
             return Err(StatusWord::NOT_ENOUGH_MEMORY);
         }
         self.channels[ch as usize].load =
-            Some(LoadInProgress { elf, target_sd: target, hash, nv_min, assembler: LoadAssembler::new(), received: 0 });
+            Some(LoadInProgress { elf, target_sd: target, hash, nv_min, assembler: LoadAssembler::new(), received: 0, delegated: false });
         Ok(())
     }
 
@@ -193,6 +241,10 @@ impl SimCard {
             hidden: false,
             contactless_state: None,
         });
+        if lp.delegated {
+            // GPCS 2.3 §11.6.3: the Load Receipt comes with the last LOAD block.
+            return Ok(ok(self.receipt(&ReceiptSubject::Load { elf: lp.elf, sd: lp.target_sd })?));
+        }
         Ok(ok(answer(true)))
     }
 
@@ -266,6 +318,7 @@ impl SimCard {
                 auth_failures: BTreeMap::new(),
                 nv_quota: sys.get_nv_quota(),
                 data: BTreeMap::new(),
+            public_keys: Vec::new(),
             });
             self.state.apps.push(rec);
             for (id, k) in (1u8..).zip(keys.keys()) {
@@ -345,13 +398,27 @@ impl SimCard {
 
     /// DELETE (GPCS 2.3 §11.2): objects (with their related objects on request) or keys of the
     /// selected security domain. All objects are checked before anything is removed.
-    pub(crate) fn delete(&mut self, _ch: u8, perf: Aid, cmd: &CommandApdu) -> Sw<ResponseApdu> {
+    pub(crate) fn delete(&mut self, ch: u8, perf: Aid, cmd: &CommandApdu) -> Sw<ResponseApdu> {
+        let r = self.delete_inner(ch, perf, cmd);
+        self.token_verified = false;
+        r
+    }
+
+    fn delete_inner(&mut self, _ch: u8, perf: Aid, cmd: &CommandApdu) -> Sw<ResponseApdu> {
         let d = Delete::from_apdu(cmd).map_err(|e| gp_sw(&e))?;
-        if d.token.is_some() && !self.is_isd(&perf) {
-            return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
-        }
+        // Keys are the SD's own business: no token (GPCS 2.3 §11.2.2.2); one sent is checked.
+        let delegated = match d.target {
+            DeleteTarget::Objects(_) => self.check_token(&perf, d.token.is_some(), |k| verify_delete_token(&d, k))?,
+            DeleteTarget::Key { .. } => {
+                if d.token.is_some() {
+                    self.check_token(&perf, true, |k| verify_delete_token(&d, k))?;
+                }
+                false
+            }
+        };
         match d.target {
             DeleteTarget::Objects(aids) => {
+                let subject = ReceiptSubject::Delete { aid: aids[0] };
                 let (mut apps, mut elfs) = (Vec::new(), Vec::new());
                 for aid in &aids {
                     self.plan_delete(&perf, aid, d.related, &mut apps, &mut elfs)?;
@@ -363,20 +430,23 @@ impl SimCard {
                     self.state.apps.retain(|r| r.aid != a);
                 }
                 self.state.load_files.retain(|l| !elfs.contains(&l.aid));
+                if delegated {
+                    return Ok(ok(self.receipt(&subject)?));
+                }
             }
             DeleteTarget::Key { id, version } => {
                 let dom = self.state.domain(&perf).ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
-                let hits: Vec<(u8, u8)> = dom
-                    .keys
-                    .iter()
-                    .filter(|k| id.is_none_or(|i| k.id == i) && version.is_none_or(|v| k.version == v))
-                    .map(|k| (k.version, k.id))
-                    .collect();
-                if hits.is_empty() {
+                let matches = |kid: u8, kv: u8| id.is_none_or(|i| kid == i) && version.is_none_or(|v| kv == v);
+                let hits: Vec<(u8, u8)> = dom.keys.iter().filter(|k| matches(k.id, k.version)).map(|k| (k.version, k.id)).collect();
+                let public_hits = dom.public_keys.iter().filter(|k| matches(k.id, k.version)).count();
+                if hits.is_empty() && public_hits == 0 {
                     return Err(StatusWord::REFERENCED_DATA_NOT_FOUND);
                 }
                 for (v, i) in hits {
                     self.remove_secret(&perf, v, i);
+                }
+                if let Some(d) = self.state.domain_mut(&perf) {
+                    d.public_keys.retain(|k| !matches(k.id, k.version));
                 }
             }
         }
@@ -389,7 +459,8 @@ impl SimCard {
         }
         let pp = self.privileges_of(perf);
         let global = self.is_isd(perf) || pp.contains(Privilege::GlobalDelete);
-        let may = |owner: &Aid| global || (pp.contains(Privilege::AuthorizedManagement) && owner == perf);
+        let own = pp.contains(Privilege::AuthorizedManagement) || (pp.contains(Privilege::DelegatedManagement) && self.token_verified);
+        let may = |owner: &Aid| global || (own && owner == perf);
         let app_ok = |a: &AppRecord| -> Sw<()> {
             if !may(&a.associated_sd) || self.selected_anywhere(&a.aid) || (a.is_sd() && self.has_content(&a.aid)) {
                 return Err(StatusWord::CONDITIONS_NOT_SATISFIED);

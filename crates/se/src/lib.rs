@@ -104,6 +104,7 @@
 mod card;
 pub mod config;
 mod content;
+mod delegated;
 pub mod device;
 pub mod error;
 pub mod models;

@@ -111,6 +111,7 @@ impl RegistryMut<'_> {
             auth_failures: BTreeMap::new(),
             nv_quota: None,
             data: BTreeMap::new(),
+            public_keys: Vec::new(),
         });
         dom.keys.clear();
         if !self.card.state.profile.scp.contains(&dom.scp) {

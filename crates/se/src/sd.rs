@@ -5,13 +5,15 @@
 use crate::card::{Pending, Session, SimCard, StatusCursor, Sw, gp_sw, ok, sw};
 use crate::config::{INITIAL_KEY_VERSION, alg_fits};
 use crate::models::StoreDataBlock;
-use crate::state::AppRecord;
+use crate::state::{AppRecord, PublicKeyRecord};
 use tsm_gp::apdu::{CommandApdu, ResponseApdu};
 use tsm_gp::codec::{Codec, Reader};
 use tsm_gp::crypto::SecretKey;
-use tsm_gp::gp::data::{CardCapabilities, ExtendedCardResources, KeyInfo, KeyInformation, ScpCapability};
+use tsm_gp::crypto::ecc::P256PublicKey;
+use tsm_gp::gp::data::{CardCapabilities, ExtendedCardResources, KeyComponentInfo, KeyInfo, KeyInformation, ScpCapability};
+use tsm_gp::gp::delegated::{RECEIPT_KEY_ID, RECEIPT_KEY_VERSION, TOKEN_KEY_VERSION};
 use tsm_gp::gp::lifecycle::{AppLifeCycle, CardLifeCycle, ElfLifeCycle, SdLifeCycle};
-use tsm_gp::gp::put_key::{KEY_TYPE_AES, KEY_TYPE_DES};
+use tsm_gp::gp::put_key::{ECC_PARAMETERS_P256, KEY_TYPE_AES, KEY_TYPE_DES, KEY_TYPE_ECC_PARAMETERS_REFERENCE, KEY_TYPE_ECC_PUBLIC};
 use tsm_gp::gp::set_status::SetStatusScope;
 use tsm_gp::gp::status::{RegistryEntry, SearchCriteria, StatusFormat, StatusScope, encode_status_response};
 use tsm_gp::gp::store_data::{DGI_ENCRYPTED_AES_KEY, DGI_KEY_ATTRIBUTES, DataStructure, EncryptionInfo, KeyAttributes};
@@ -100,14 +102,15 @@ impl SimCard {
     }
 
     /// Whether `perf` may manage content owned by `owner` (GPCS 2.3 §9.1: the ISD, or an SSD
-    /// with Authorized Management for its own content). Delegated Management needs tokens,
-    /// which this card does not verify: such operations are refused with `6985`.
+    /// with Authorized Management for its own content, or with Delegated Management for its
+    /// own content when the command carried a verified token, `crate::delegated`).
     pub(crate) fn may_manage(&self, perf: &Aid, owner: &Aid) -> Sw<()> {
         if self.is_isd(perf) {
             return Ok(());
         }
         let p = self.privileges_of(perf);
-        if p.contains(Privilege::AuthorizedManagement) && perf == owner {
+        let delegated = p.contains(Privilege::DelegatedManagement) && self.token_verified;
+        if (p.contains(Privilege::AuthorizedManagement) || delegated) && perf == owner {
             return Ok(());
         }
         Err(StatusWord::CONDITIONS_NOT_SATISFIED)
@@ -213,6 +216,10 @@ impl SimCard {
         let mut versions: Vec<u8> = d.keys.iter().map(|k| k.version).collect();
         versions.dedup();
         let usable = |v: u8| -> Option<(u8, StaticKeys, SecretKey)> {
+            // The Receipt Generation key is never a secure channel key.
+            if self.is_receipt_key(sd, v, 1) {
+                return None;
+            }
             let enc = self.secrets.get(&(*sd, v, 1)).filter(|k| alg_fits(scp, k.alg()))?;
             let mac = self.secrets.get(&(*sd, v, 2)).unwrap_or(enc);
             let dek = self.secrets.get(&(*sd, v, 3)).unwrap_or(enc);
@@ -453,9 +460,18 @@ impl SimCard {
                 }
             }
             0x00E0 => {
-                let keys = d.keys.iter().map(|k| KeyInfo::basic(k.id, k.version, k.key_type, k.alg.key_len() as u8)).collect();
+                let mut keys: Vec<KeyInfo> =
+                    d.keys.iter().map(|k| KeyInfo::basic(k.id, k.version, k.key_type, k.alg.key_len() as u8)).collect();
+                for k in &d.public_keys {
+                    let mut info = KeyInfo::basic(k.id, k.version, k.key_type, k.point.len() as u8);
+                    info.components.push(KeyComponentInfo { key_type: KEY_TYPE_ECC_PARAMETERS_REFERENCE as u16, length: 1 });
+                    keys.push(info);
+                }
+                keys.sort_by_key(|k| (k.version, k.id));
                 KeyInformation { keys }.encode(&mut out)
             }
+            // GPCS 2.3 §11.3.3: the confirmation counter of delegated management receipts.
+            0x00C2 if self.is_isd(&sd) => tlv::put(&mut out, 0xC2, &self.state.confirmation_counter.to_be_bytes()),
             0x00C1 => {
                 let c = d.sequence_counter.to_be_bytes();
                 tlv::put(&mut out, 0xC1, if matches!(d.scp, Scp::Scp02 { .. }) { &c[2..] } else { &c[1..] });
@@ -753,7 +769,7 @@ impl SimCard {
         let has_other = d
             .keys
             .iter()
-            .filter(|k| k.version != initial)
+            .filter(|k| k.version != initial && !k.receipt)
             .any(|k| (1..=3).all(|id| self.secrets.get(&(*sd, k.version, id)).is_some_and(|x| alg_fits(scp, x.alg()))));
         if !has_other {
             return;
@@ -803,7 +819,18 @@ impl SimCard {
     /// selected security domain, values decrypted under the session's DEK, KCVs checked.
     fn put_key(&mut self, ch: u8, sd: Aid, cmd: &CommandApdu) -> Sw<ResponseApdu> {
         let pk = PutKey::from_apdu(cmd).map_err(|e| gp_sw(&e))?;
+        if pk.components.iter().any(|c| c.key_type == KEY_TYPE_ECC_PUBLIC || !c.more.is_empty()) {
+            return self.put_public_key(&sd, &pk);
+        }
         let scp = self.state.domain(&sd).ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?.scp;
+        // The Receipt Generation key of delegated management: one key, version 71, id 01, in
+        // an SD with the Receipt Generation privilege (another key set may use version 71
+        // elsewhere, as some cards use 70 for their secure channel keys).
+        let dm_key = pk.new_version == RECEIPT_KEY_VERSION
+            && (pk.replace_version == 0 || pk.replace_version == RECEIPT_KEY_VERSION)
+            && pk.key_id.max(1) == RECEIPT_KEY_ID
+            && pk.components.len() == 1
+            && self.privileges_of(&sd).contains(Privilege::ReceiptGeneration);
         let first_id = pk.key_id.max(1);
         let mut keys = Vec::new();
         for (n, c) in pk.components.iter().enumerate() {
@@ -811,7 +838,7 @@ impl SimCard {
             let plain = self.decrypt_sensitive(ch, &c.encrypted)?;
             let key = Self::make_key(c.key_type, c.key_length, &plain)?;
             Self::check_kcv(&key, &c.kcv)?;
-            if (1..=3).contains(&id) && !alg_fits(scp, key.alg()) {
+            if (1..=3).contains(&id) && !dm_key && !alg_fits(scp, key.alg()) {
                 return Err(StatusWord::ALGORITHM_NOT_SUPPORTED);
             }
             keys.push((id, key));
@@ -844,7 +871,11 @@ impl SimCard {
             }
         }
         for (id, k) in &keys {
-            self.put_secret(&sd, v_new, *id, k.clone());
+            if dm_key {
+                self.put_receipt_key(&sd, k.clone());
+            } else {
+                self.put_secret(&sd, v_new, *id, k.clone());
+            }
         }
         if let Some(d) = self.state.domain_mut(&sd) {
             d.set_failures(v_new, 0);
@@ -859,6 +890,45 @@ impl SimCard {
             }
         }
         Ok(ok(out))
+    }
+
+    /// PUT KEY of an ECC public key (`B0` with parameters reference `F0 00`, P-256): the Token
+    /// Verification key of delegated management, key version `70`, in an SD with the Token
+    /// Verification privilege. Stored in clear (it is public). Explicit curve parameters and
+    /// other curves: `9484`.
+    fn put_public_key(&mut self, sd: &Aid, pk: &PutKey) -> Sw<ResponseApdu> {
+        let [c] = pk.components.as_slice() else { return Err(StatusWord::WRONG_DATA) };
+        if c.key_type != KEY_TYPE_ECC_PUBLIC || c.more != [(KEY_TYPE_ECC_PARAMETERS_REFERENCE, vec![ECC_PARAMETERS_P256])] {
+            return Err(StatusWord::ALGORITHM_NOT_SUPPORTED);
+        }
+        if pk.new_version != TOKEN_KEY_VERSION || !(pk.replace_version == 0 || pk.replace_version == TOKEN_KEY_VERSION) {
+            return Err(StatusWord::WRONG_DATA);
+        }
+        if !self.privileges_of(sd).contains(Privilege::TokenVerification) {
+            return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+        }
+        if !c.kcv.is_empty() {
+            return Err(StatusWord::WRONG_DATA);
+        }
+        let key = P256PublicKey::from_sec1(&c.encrypted).map_err(|_| StatusWord::WRONG_DATA)?;
+        let id = pk.key_id.max(1);
+        let d = self.state.domain_mut(sd).ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
+        let present = d.public_keys.iter().any(|k| k.version == TOKEN_KEY_VERSION);
+        match pk.replace_version {
+            0 if d.public_keys.iter().any(|k| k.version == TOKEN_KEY_VERSION && k.id == id) => return Err(StatusWord::WRONG_DATA),
+            0 => {}
+            _ if !present => return Err(StatusWord::REFERENCED_DATA_NOT_FOUND),
+            _ => d.public_keys.retain(|k| k.version != TOKEN_KEY_VERSION),
+        }
+        d.public_keys.push(PublicKeyRecord {
+            version: TOKEN_KEY_VERSION,
+            id,
+            key_type: KEY_TYPE_ECC_PUBLIC,
+            parameters: ECC_PARAMETERS_P256,
+            point: key.to_sec1_uncompressed(),
+        });
+        d.public_keys.sort_by_key(|k| (k.version, k.id));
+        Ok(ok(vec![TOKEN_KEY_VERSION]))
     }
 
     // ---- STORE DATA ----

@@ -41,6 +41,14 @@ pub struct CardState {
     /// What the card declares about itself in GET DATA `66` and `67`.
     #[serde(default)]
     pub identity: CardIdentity,
+    /// Delegated management: the confirmation counter of the receipts the ISD generated
+    /// (GPCS 2.3 §C.5, GET DATA `C2`); the last value used, 0 before the first receipt.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub confirmation_counter: u16,
+}
+
+fn is_zero(v: &u16) -> bool {
+    *v == 0
 }
 
 /// What a card declares about itself beyond what follows from its profile and secure
@@ -216,6 +224,24 @@ pub struct DomainRecord {
     /// (hex), values concatenated per record.
     #[serde(default)]
     pub data: BTreeMap<String, String>,
+    /// Public keys (the Token Verification key of delegated management): public, so kept in
+    /// clear, in the state itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_keys: Vec<PublicKeyRecord>,
+}
+
+/// An ECC public key of a security domain (PUT KEY type `B0` with parameters reference `F0`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicKeyRecord {
+    pub version: u8,
+    pub id: u8,
+    /// GP key type of the key (`B0`, ECC public key).
+    pub key_type: u8,
+    /// Key parameters reference (`00`: NIST P-256).
+    pub parameters: u8,
+    /// The uncompressed SEC 1 point.
+    #[serde(with = "tsm_gp::hex::serde")]
+    pub point: Vec<u8>,
 }
 
 impl DomainRecord {
@@ -245,6 +271,9 @@ pub struct KeyRecord {
     /// `seal(storage key, iv, aad = "tsm-se/key/<SD AID>/<version>/<id>", value)`.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_hex")]
     pub sealed: Option<Vec<u8>>,
+    /// The Receipt Generation key of delegated management (never a secure channel key).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub receipt: bool,
 }
 
 /// The associated data that binds a sealed key to its place.
