@@ -35,15 +35,39 @@
 //!   on real cards. Its KDD is the ISD's; its sequence counter starts at 0.
 //! - **Who may do what.** Commands other than SELECT, MANAGE CHANNEL, GET DATA, INITIALIZE
 //!   UPDATE and EXTERNAL AUTHENTICATE need a secure channel (`6982`). Content management: the
-//!   ISD for anything; an SSD with Authorized Management for its own content; Global Delete /
-//!   Global Lock / Global Registry privileges widen DELETE / SET STATUS / GET STATUS and
-//!   registry update. **Delegated Management is not implemented**: token verification is not
-//!   supported, so an SSD without Authorized Management, and any command carrying a token to an
-//!   SSD, gets `6985`. An SSD may grant only privileges it holds itself and never the card-wide
-//!   ones (Card Lock, Card Terminate, Card Reset, CVM, Global *, Final Application, Authorized
-//!   and Delegated Management, Token Verification, Receipt Generation, Mandated DAP,
-//!   Contactless Activation): `6985`. Privileges that only SDs can have, given to an
+//!   ISD for anything; an SSD with Authorized Management for its own content; an SSD with
+//!   Delegated Management for its own content, one command at a time, with a token (below);
+//!   Global Delete / Global Lock / Global Registry privileges widen DELETE / SET STATUS / GET
+//!   STATUS and registry update. An SSD may grant only privileges it holds itself and never
+//!   the card-wide ones (Card Lock, Card Terminate, Card Reset, CVM, Global *, Final
+//!   Application, Authorized and Delegated Management, Token Verification, Receipt Generation,
+//!   Mandated DAP, Contactless Activation): `6985`. Privileges that only SDs can have, given to an
 //!   application, or an SD module installed without the SD privilege (or the reverse): `6A80`.
+//! - **Delegated Management** (GPCS 2.3 §9.1.3, Appendix C; formats in
+//!   `tsm_gp::gp::delegated`). The ISD holds the Token Verification key, an ECDSA P-256
+//!   public key (PUT KEY key version `70`, id `01`, type `B0` with parameters reference `F0 00`;
+//!   only in an SD with the Token Verification privilege, kept in clear in the state) and the
+//!   Receipt Generation key (PUT KEY of one 3DES or AES key, version `71`, id `01`, in an SD
+//!   with the Receipt Generation privilege; sealed like every key and never used for a secure
+//!   channel). Tokens are ECDSA P-256 / SHA-256 signatures (`r ‖ s`) over the command's token
+//!   signature data; **RSA tokens are not supported**. An SSD with Delegated Management and
+//!   without Authorized Management (with both it needs none) must send a token with every
+//!   INSTALL (but [for personalization]) and every DELETE of content: none, or one that does
+//!   not verify (made for another command, AID or P1, or signed by another key), is `6A80`
+//!   (GPCS names no status for a failed token; `6A80` is its "incorrect values in the command
+//!   data"), and nothing changes; a token from an SSD
+//!   without Delegated Management is `6985`, valid or not; no Token Verification key in the
+//!   ISD is `6985`. The ISD ignores tokens. A verified token lets the SSD manage its own
+//!   content for that command (the same rules as Authorized Management; a registry update
+//!   only of its own applications); INSTALL [for load] then needs the Load File Data Block
+//!   hash (`6A80`), which the Load Token covers. With a Receipt Generation key in the ISD, a
+//!   delegated command answers a receipt instead of `00`: `LV(receipt) ‖ LV(counter) ‖
+//!   LV(IIN ‖ CIN)`; the Load Receipt comes with the last LOAD block, INSTALL [for load]
+//!   answers `00`; [for make selectable] answers an Install Receipt. The confirmation counter
+//!   (2 bytes, GET DATA `C2` on the ISD) is saved with the card; at `FFFF` delegated commands
+//!   are refused (`6985`). Tokens carry no replay protection (the card keeps no token
+//!   identifiers): a replayed token is refused only when its command no longer applies (a
+//!   second DELETE finds nothing, `6A88`).
 //! - **Card life cycle** (GPCS 2.3 §5.1): OP_READY → INITIALIZED → SECURED ↔ CARD_LOCKED, any →
 //!   TERMINATED, by SET STATUS P1 = `80` from the ISD (lock also from an SD with Card Lock,
 //!   terminate with Card Terminate; unlock only by the ISD); other transitions `6985`. In
@@ -66,8 +90,9 @@
 //!   exist), a ciphered LFDB (`D4`) is refused (`6A80`), the hash (20 bytes SHA-1, 32 bytes
 //!   SHA-256) is checked over the LFDB as received (`6A80`), the LFDB must parse as a CAP
 //!   (`.ijc` form) whose package AID is the load file AID (`6A80`).
-//! - **Responses.** DELETE and every INSTALL form answer `00` (no receipt), the last LOAD block
-//!   `00`, the other blocks no data (GPCS 2.3 §11.2.3, §11.5.3, §11.6.3); profile quirks move
+//! - **Responses.** DELETE and every INSTALL form answer `00` (no receipt, except for delegated
+//!   commands, above), the last LOAD block `00`, the other blocks no data (GPCS 2.3 §11.2.3,
+//!   §11.5.3, §11.6.3); profile quirks move
 //!   or drop these bytes as recorded cards do. GET STATUS pages whole entries into at most 256
 //!   bytes (224 with R-MAC) and answers `6310`; P2 b1 continues from where the previous
 //!   response stopped (`6985` without one). Tagged entries carry `4F`, `9F70`, `C5`, `C4`, `CC`
