@@ -55,6 +55,8 @@ pub struct Config {
     pub seram: SeramConfig,
     #[serde(default)]
     pub callbacks: CallbacksConfig,
+    #[serde(default)]
+    pub planner: PlannerConfig,
 }
 
 /// `[server]`
@@ -220,6 +222,17 @@ impl CallbacksConfig {
     }
 }
 
+/// `[planner]`: how operations become APDU batches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannerConfig {
+    /// The naive baseline of the deployment benchmark: every APDU in its own round trip to the
+    /// phone, the handshake never predicted (`PlanOptions::one_apdu_per_round_trip`). Never
+    /// for production: it multiplies the round trips of every operation.
+    #[serde(default)]
+    pub one_apdu_per_round_trip: bool,
+}
+
 /// The kind of value an environment override carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvKind {
@@ -251,6 +264,7 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("TSM_CALLBACKS_INITIAL_BACKOFF_MS", "callbacks.initial_backoff_ms", EnvKind::Integer),
     ("TSM_CALLBACKS_MAX_BACKOFF_MS", "callbacks.max_backoff_ms", EnvKind::Integer),
     ("TSM_CALLBACKS_TIMEOUT_MS", "callbacks.timeout_ms", EnvKind::Integer),
+    ("TSM_PLANNER_ONE_APDU_PER_ROUND_TRIP", "planner.one_apdu_per_round_trip", EnvKind::Boolean),
 ];
 
 /// A secret's source: `env:VARIABLE` or `file:PATH`.

@@ -586,7 +586,8 @@ impl Engine {
                 Phase::Resume { instance } => (PlanOp::Resume { instance: *instance }, None),
                 Phase::Terminate { instance, elf } => (PlanOp::Terminate { instance: *instance, elf: *elf, delete_ssd: false }, None),
             };
-            let planner = Planner::new(view, op, PlanOptions::default()).map_err(|e| Fail::new(e.code(), e.to_string()))?;
+            let options = PlanOptions { one_apdu_per_round_trip: self.st.config.planner.one_apdu_per_round_trip, ..PlanOptions::default() };
+            let planner = Planner::new(view, op, options).map_err(|e| Fail::new(e.code(), e.to_string()))?;
             run.ps.inputs = ins;
             let keys = self.keys(ctx).await?;
             let (planner, result) = blocking(move || {
