@@ -192,6 +192,18 @@ enum Channel {
     Opaque,
 }
 
+impl Channel {
+    /// Unwraps a protected command through the open monitor (and the monitor's level);
+    /// `None` when no monitor is open.
+    fn command(&mut self, wire: &[u8], cmd: &CommandApdu) -> Option<(Result<CommandApdu, ScpError>, crate::scp::SecurityLevel)> {
+        match self {
+            Channel::Scp02(m) => Some((m.command(wire), m.level())),
+            Channel::Scp03(m) => Some((m.command(cmd), m.level())),
+            _ => None,
+        }
+    }
+}
+
 fn problem(line: usize, e: &ScpError) -> Problem {
     Problem { line, code: e.code().to_string(), message: e.to_string() }
 }
@@ -403,28 +415,16 @@ fn decode_exchanges(
 
         // Any other command: unwrap when a channel is open.
         let protected = cmd.cla & 0x80 != 0 && cmd.is_secure_messaging();
-        let plain_cmd: Option<CommandApdu> = match &mut channel {
-            Channel::Scp02(m) if protected => match m.command(&x.command) {
-                Ok(p) => {
-                    cmd_event.checks.push(if m.level().c_dec() && !p.data.is_empty() { "C-MAC ok, decrypted" } else { "C-MAC ok" }.into());
-                    Some(p)
-                }
-                Err(e) => {
-                    cmd_event.problem = Some(problem(x.command_line, &e));
-                    None
-                }
-            },
-            Channel::Scp03(m) if protected => match m.command(&cmd) {
-                Ok(p) => {
-                    cmd_event.checks.push(if m.level().c_dec() && !p.data.is_empty() { "C-MAC ok, decrypted" } else { "C-MAC ok" }.into());
-                    Some(p)
-                }
-                Err(e) => {
-                    cmd_event.problem = Some(problem(x.command_line, &e));
-                    None
-                }
-            },
-            Channel::Opaque if protected => None,
+        let plain_cmd: Option<CommandApdu> = match (protected, channel.command(&x.command, &cmd)) {
+            (true, Some((Ok(p), level))) => {
+                cmd_event.checks.push(if level.c_dec() && !p.data.is_empty() { "C-MAC ok, decrypted" } else { "C-MAC ok" }.into());
+                Some(p)
+            }
+            (true, Some((Err(e), _))) => {
+                cmd_event.problem = Some(problem(x.command_line, &e));
+                None
+            }
+            (true, None) if matches!(channel, Channel::Opaque) => None,
             _ => Some(cmd.clone()),
         };
         match &plain_cmd {

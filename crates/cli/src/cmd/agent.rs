@@ -6,6 +6,7 @@ use crate::error::CliError;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tsm_gp::crypto::SecretKey;
 use tsm_gp::hex;
 use tsm_gp::profile::{CardProfile, Carrier};
@@ -30,7 +31,11 @@ the card's CPLC (IC fabricator, IC type, IC serial number, IC batch id as 20 hex
 Lost connections are re-established at once, server errors retried with growing pauses for
 up to 5 minutes (the same report is re-sent, so nothing runs twice); an unknown session
 (404) or a refused report ends the run at once. Exit status 0 when the TSM ended the session
-with Stop, 1 otherwise (error[code] on stderr).
+with Stop, 1 otherwise (error[code] on stderr). The timers are the binding's; --retry-for,
+--request-timeout, --backoff-start and --backoff-max change them (tests, slow networks).
+
+--apdu-log FILE records every APDU exchanged with the card (wire form, as the TSM logs it)
+in the plain log format `tsm trace decode` reads.
 
 Examples:
   tsm card new --state card.json
@@ -78,6 +83,35 @@ pub struct AgentArgs {
     /// One line per APDU: header, lengths, status word and time (never the data fields).
     #[arg(short, long)]
     verbose: bool,
+    /// Append every APDU exchanged with the card to FILE: "=> C-APDU" / "<= R-APDU" hex lines
+    /// and "#" comments (a line per run and per order), the plain log `tsm trace decode`
+    /// reads. Wire form (what travelled under secure messaging), created with mode 0600.
+    #[arg(long, value_name = "FILE")]
+    apdu_log: Option<PathBuf>,
+    /// Seconds without an answer before a request is abandoned and sent again on a new
+    /// connection (binding: 40; the TSM holds long polls for up to 30).
+    #[arg(long, value_name = "SECONDS", default_value = "40", value_parser = seconds)]
+    request_timeout: Duration,
+    /// Seconds to keep retrying one request (server errors, no connection) before giving up
+    /// with agent.unreachable (binding: 300).
+    #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = seconds)]
+    retry_for: Duration,
+    /// Seconds of the first pause between retries (after the immediate one); it doubles up
+    /// to --backoff-max.
+    #[arg(long, value_name = "SECONDS", default_value = "0.5", value_parser = seconds)]
+    backoff_start: Duration,
+    /// Longest pause between retries, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = seconds)]
+    backoff_max: Duration,
+}
+
+/// A duration in seconds (decimals allowed: 0.25), from 0 to one day.
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("{s:?}: between 0 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
 }
 
 /// The card behind the agent, and how to save it.
@@ -107,11 +141,25 @@ pub fn run(a: AgentArgs) -> Result<(), CliError> {
         }
     };
     let root_ca_pem = a.ca_cert.as_deref().map(crate::error::read_file).transpose()?;
-    let options = AgentOptions { root_ca_pem, ..AgentOptions::default() };
+    if a.backoff_start > a.backoff_max {
+        return Err(CliError::new("input.backoff", "--backoff-start is longer than --backoff-max"));
+    }
+    let options = AgentOptions {
+        root_ca_pem,
+        request_timeout: a.request_timeout.max(Duration::from_millis(100)),
+        retry_for: a.retry_for,
+        backoff_start: a.backoff_start,
+        backoff_max: a.backoff_max,
+        ..AgentOptions::default()
+    };
+    let mut apdu_log = a.apdu_log.as_deref().map(ApduLog::open).transpose()?;
     let se = SecureElementInfo::new(se_type.clone(), se_id.clone());
     let persist = card.persist.take();
     let mut agent = Agent::new(&a.server, a.session.clone(), se, card.transport, options).map_err(agent_error)?;
     eprintln!("agent: session {} at {}, SE {se_id} ({se_type}), {}", a.session, agent.endpoint(), card.describe);
+    if let Some(log) = &mut apdu_log {
+        log.line(&format!("# tsm agent run: session {}, SE {se_id}, {}", a.session, card.describe));
+    }
 
     let mut save_error: Option<CliError> = None;
     let mut save = |why: &str| {
@@ -125,6 +173,9 @@ pub fn run(a: AgentArgs) -> Result<(), CliError> {
     };
     let verbose = a.verbose;
     let result = agent.run_blocking(|event| {
+        if let Some(log) = &mut apdu_log {
+            log.event(&event);
+        }
         if let AgentEvent::OrderExecuted { number } = event {
             save(&format!("order {number}"));
             return;
@@ -157,6 +208,44 @@ pub fn run(a: AgentArgs) -> Result<(), CliError> {
         let _ = writeln!(out, "card state saved to {}", path.display());
     }
     Ok(())
+}
+
+/// `--apdu-log`: the card's side of the session as a plain `=>`/`<=` log, appended.
+struct ApduLog {
+    file: std::fs::File,
+    path: PathBuf,
+    failed: bool,
+}
+
+impl ApduLog {
+    fn open(path: &std::path::Path) -> Result<ApduLog, CliError> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.append(true).create(true);
+        // Wire-form APDUs carry wrapped keys and encrypted data: not for other users.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts.open(path).map_err(|e| CliError::new("io.write", format!("cannot open {}: {e}", path.display())))?;
+        Ok(ApduLog { file, path: path.to_path_buf(), failed: false })
+    }
+
+    fn event(&mut self, event: &AgentEvent) {
+        match event {
+            AgentEvent::OrderReceived { number, se_ram_commands, .. } if *se_ram_commands > 0 => self.line(&format!("# order {number}")),
+            AgentEvent::Apdu { capdu, rapdu, .. } => self.line(&format!("=> {}\n<= {}", hex::encode(capdu), hex::encode(rapdu))),
+            _ => {}
+        }
+    }
+
+    /// Writes at once (no buffer): the log is complete whenever the agent stops.
+    fn line(&mut self, text: &str) {
+        if self.failed {
+            return;
+        }
+        if let Err(e) = writeln!(self.file, "{text}") {
+            eprintln!("warning: cannot write the APDU log {}: {e} (no more APDUs are logged)", self.path.display());
+            self.failed = true;
+        }
+    }
 }
 
 fn agent_error(e: tsm_server::agent::AgentError) -> CliError {

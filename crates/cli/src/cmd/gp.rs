@@ -1,7 +1,7 @@
 //! `tsm gp`: GlobalPlatform card management through a reader or a simulated card.
 
 use crate::cardfile::pick_reader;
-use crate::cmd::keys::key_bytes;
+use crate::cmd::keys::{key_bytes, key_triplet};
 use crate::error::{CliError, read_file};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -14,7 +14,6 @@ use tsm_gp::hex;
 use tsm_gp::scp::SecurityLevel;
 use tsm_gp::session::{CardContent, CardKeys, GpSession, InstallOptions, KeySet, OpenOptions, Secure, SessionConfig, SessionError};
 use tsm_gp::transport::{Transport, TransportError};
-use zeroize::Zeroizing;
 
 /// The GP test key (GPCS 2.3 test key set `40..4F`), the default of every development card.
 const GP_TEST_KEY: &str = "404142434445464748494A4B4C4D4E4F";
@@ -306,29 +305,6 @@ fn parse_hash(s: &str) -> Result<HashAlgorithm, String> {
         "sha1" => Ok(HashAlgorithm::Sha1),
         "sha256" => Ok(HashAlgorithm::Sha256),
         _ => Err(format!("{s:?}: sha1 or sha256")),
-    }
-}
-
-/// `enc=…,mac=…,dek=…` or one key for all three, each HEX, env:VAR or file:PATH.
-fn key_triplet(spec: &str) -> Result<[Zeroizing<Vec<u8>>; 3], CliError> {
-    if !spec.contains('=') || spec.starts_with("env:") || spec.starts_with("file:") {
-        let k = key_bytes(spec)?;
-        return Ok([k.clone(), k.clone(), k]);
-    }
-    let (mut enc, mut mac, mut dek) = (None, None, None);
-    for part in spec.split(',') {
-        let (k, v) = part.split_once('=').ok_or_else(|| CliError::new("input.keys", format!("expected role=HEX in {part:?}")))?;
-        let slot = match k.trim().to_ascii_lowercase().as_str() {
-            "enc" => &mut enc,
-            "mac" => &mut mac,
-            "dek" => &mut dek,
-            other => return Err(CliError::new("input.keys", format!("unknown key role {other:?} (enc, mac, dek)"))),
-        };
-        *slot = Some(key_bytes(v.trim())?);
-    }
-    match (enc, mac, dek) {
-        (Some(e), Some(m), Some(d)) => Ok([e, m, d]),
-        _ => Err(CliError::new("input.keys", "give all of enc=, mac= and dek= (or one key for all three)")),
     }
 }
 

@@ -78,6 +78,29 @@ pub fn key_bytes(spec: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
     Ok(Zeroizing::new(hex::decode(text.trim()).map_err(|e| CliError::new("input.key", format!("key is not hex: {e}")))?))
 }
 
+/// `enc=…,mac=…,dek=…` or one key for all three, each HEX, `env:VAR` or `file:PATH`.
+pub fn key_triplet(spec: &str) -> Result<[Zeroizing<Vec<u8>>; 3], CliError> {
+    if !spec.contains('=') || spec.starts_with("env:") || spec.starts_with("file:") {
+        let k = key_bytes(spec)?;
+        return Ok([k.clone(), k.clone(), k]);
+    }
+    let (mut enc, mut mac, mut dek) = (None, None, None);
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=').ok_or_else(|| CliError::new("input.keys", format!("expected role=HEX in {part:?}")))?;
+        let slot = match k.trim().to_ascii_lowercase().as_str() {
+            "enc" => &mut enc,
+            "mac" => &mut mac,
+            "dek" => &mut dek,
+            other => return Err(CliError::new("input.keys", format!("unknown key role {other:?} (enc, mac, dek)"))),
+        };
+        *slot = Some(key_bytes(v.trim())?);
+    }
+    match (enc, mac, dek) {
+        (Some(e), Some(m), Some(d)) => Ok([e, m, d]),
+        _ => Err(CliError::new("input.keys", "give all of enc=, mac= and dek= (or one key for all three)")),
+    }
+}
+
 fn make_key(alg: AlgArg, bytes: &[u8]) -> Result<SecretKey, CliError> {
     Ok(match alg {
         AlgArg::Des3 => SecretKey::des3(bytes)?,

@@ -1,6 +1,6 @@
 //! `tsm trace decode`: verify and explain a recorded secure-channel session.
 
-use crate::cmd::keys::key_bytes;
+use crate::cmd::keys::{key_bytes, key_triplet};
 use crate::error::{CliError, read_file};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -63,24 +63,8 @@ pub struct DecodeArgs {
 }
 
 fn parse_keys(spec: &str) -> Result<KeyBytes, CliError> {
-    if !spec.contains('=') || spec.starts_with("env:") || spec.starts_with("file:") {
-        return Ok(KeyBytes::single(&key_bytes(spec)?));
-    }
-    let (mut enc, mut mac, mut dek) = (None, None, None);
-    for part in spec.split(',') {
-        let (k, v) = part.split_once('=').ok_or_else(|| CliError::new("input.keys", format!("expected role=HEX in {part:?}")))?;
-        let slot = match k.trim().to_ascii_lowercase().as_str() {
-            "enc" => &mut enc,
-            "mac" => &mut mac,
-            "dek" => &mut dek,
-            other => return Err(CliError::new("input.keys", format!("unknown key role {other:?} (enc, mac, dek)"))),
-        };
-        *slot = Some(key_bytes(v.trim())?);
-    }
-    match (enc, mac, dek) {
-        (Some(enc), Some(mac), Some(dek)) => Ok(KeyBytes { enc, mac, dek }),
-        _ => Err(CliError::new("input.keys", "give all of enc=, mac= and dek= (or one key for all three)")),
-    }
+    let [enc, mac, dek] = key_triplet(spec)?;
+    Ok(KeyBytes { enc, mac, dek })
 }
 
 pub fn run(cmd: TraceCmd) -> Result<(), CliError> {
@@ -156,7 +140,7 @@ fn print_reports(file: &str, reports: &[SessionReport], quiet: bool) {
                 let arrow = if e.dir == "C" { "=>" } else { "<=" };
                 println!("  {:>5} {arrow} {}", e.line, e.text);
                 if let Some(p) = &e.plain {
-                    println!("        {}  plain {p}", if e.dir == "C" { "  " } else { "  " });
+                    println!("          plain {p}");
                 }
                 if !e.checks.is_empty() {
                     println!("           [{}]", e.checks.join("; "));

@@ -299,13 +299,18 @@ pub fn ecb_decrypt(key: &SecretKey, data: &[u8]) -> Result<Vec<u8>, CryptoError>
     Ok(out)
 }
 
-pub fn cbc_encrypt(key: &SecretKey, iv: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+/// The engine and block size for a CBC operation, after checking alignment and IV length.
+fn cbc_engine(key: &SecretKey, iv: &[u8], data: &[u8]) -> Result<(Engine, usize), CryptoError> {
     let bs = key.alg.block_len();
     check_aligned(data.len(), bs)?;
     if iv.len() != bs {
         return Err(CryptoError::IvLength { len: iv.len(), block: bs });
     }
-    let e = key.engine()?;
+    Ok((key.engine()?, bs))
+}
+
+pub fn cbc_encrypt(key: &SecretKey, iv: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let (e, bs) = cbc_engine(key, iv, data)?;
     let mut out = data.to_vec();
     let mut prev = iv.to_vec();
     for b in out.chunks_mut(bs) {
@@ -317,12 +322,7 @@ pub fn cbc_encrypt(key: &SecretKey, iv: &[u8], data: &[u8]) -> Result<Vec<u8>, C
 }
 
 pub fn cbc_decrypt(key: &SecretKey, iv: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let bs = key.alg.block_len();
-    check_aligned(data.len(), bs)?;
-    if iv.len() != bs {
-        return Err(CryptoError::IvLength { len: iv.len(), block: bs });
-    }
-    let e = key.engine()?;
+    let (e, bs) = cbc_engine(key, iv, data)?;
     let mut out = data.to_vec();
     let mut prev = iv.to_vec();
     let mut cur = vec![0u8; bs];
