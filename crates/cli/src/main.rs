@@ -20,6 +20,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The main job end to end on this machine: a TSM node, a provider, a CAP, simulated phones
+    /// and deployments over the air through their local agents, then each card's registry.
+    #[command(long_about = cmd::demo::LONG_HELP)]
+    Demo(cmd::demo::DemoArgs),
     /// Inspect CAP files (package, applets, imports, load file hashes).
     #[command(subcommand)]
     Cap(cmd::cap::CapCmd),
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Agent(a) => cmd::agent::run(a),
         Command::Cap(c) => cmd::cap::run(c),
+        Command::Demo(a) => cmd::demo::run(a),
         Command::Card(c) => cmd::card::run(c),
         Command::Gp(c) => cmd::gp::run(c),
         Command::Keys(c) => cmd::keys::run(c),

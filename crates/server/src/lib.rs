@@ -18,3 +18,7 @@ pub mod store_engine_queries;
 pub mod planner;
 pub mod seram_types;
 pub mod agent;
+/// One process drives the whole TSM: `tsm demo`, the end-to-end tests and the deployment
+/// benchmark (not a stable API).
+#[doc(hidden)]
+pub mod testkit;

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod cap;
 pub mod card;
+pub mod demo;
 pub mod gp;
 pub mod keys;
 pub mod serve;

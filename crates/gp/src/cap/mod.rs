@@ -9,6 +9,7 @@
 //! Block is the concatenation of the components in the order JCVM §6.3 prescribes for
 //! download; GPCS 2.3 §11.6.2.3 carries it in tag `C4` inside LOAD commands.
 
+pub mod build;
 pub mod zip;
 
 use std::collections::BTreeMap;
