@@ -97,6 +97,11 @@ pub struct SessionDoc {
     /// Since when a provisioned session has had nothing to do.
     #[serde(default)]
     pub idle_since: Option<i64>,
+    /// A handshake (a new agent run) came while `pending` was outstanding: the previous run
+    /// may or may not have run it, so the new run's first poll gets a fresh read of the card,
+    /// not the stored order ([`Engine::on_new_agent_run`]).
+    #[serde(default)]
+    pub new_run: bool,
 }
 
 impl SessionDoc {
@@ -277,6 +282,7 @@ async fn handshake(State(state): State<AppState>, Query(q): Query<SessionQuery>,
         // A new agent run (or the same one, whose handshake answer was lost): it needs a Start
         // before SE RAM commands.
         doc.started = false;
+        doc.new_run = doc.pending.is_some();
         if let Some(o) = doc.order.as_mut()
             && doc.pending.is_some()
             && !o.ram_commands.iter().any(|c| matches!(c, RamCommand::Start))
@@ -308,6 +314,8 @@ enum Class {
     Fresh,
     /// A repeat: answer with the stored order, change nothing.
     Repeat,
+    /// The first poll of a new agent run while an order is outstanding: read the card again.
+    NewRun,
     Stale(String),
 }
 
@@ -316,6 +324,9 @@ fn classify(report: &RemoteManagementReport, cookie: Option<i64>, s: &SeramSessi
     let outstanding_apdus = doc.pending.is_some();
     let same_as_last = s.last_report_hash.as_deref() == Some(hash);
     let polling = *report.status() == LocalAgentStatusEnum::Polling;
+    if doc.new_run && outstanding_apdus && polling && !has_resp && cookie.is_none_or(|seq| seq == s.order_seq) {
+        return Class::NewRun;
+    }
     match cookie {
         Some(seq) if seq == s.order_seq => {
             if outstanding_apdus && !has_resp && polling {
@@ -400,16 +411,25 @@ async fn remote_management(State(state): State<AppState>, Query(q): Query<Sessio
             _ => {}
         }
         let doc = SessionDoc::of(&s);
-        match classify(&report, cookie, &s, &doc, &hash) {
+        let class = classify(&report, cookie, &s, &doc, &hash);
+        match &class {
             Class::Repeat => {
                 tracing::info!(session = %sid, seq = s.order_seq, "repeated report: the stored order again");
                 let order = doc.order.clone().unwrap_or_else(|| RemoteManagementOrder::void(Some(0)));
                 return Ok(with_cookie(order, set_cookie(&state, sid, s.order_seq).await?));
             }
             Class::Stale(m) => return Err(stale(m)),
-            Class::Fresh => {}
+            Class::Fresh | Class::NewRun => {}
         }
-        let mut reply = decide(&state, &engine, &s, &doc, &report).await?;
+        let mut reply = match (&class, &doc.pending) {
+            (Class::NewRun, Some(p)) => {
+                tracing::info!(session = %sid, seq = s.order_seq, "new agent run with an order outstanding: the card is read again");
+                let d = engine.on_new_agent_run(s.id, &s.se_id, p).await.map_err(engine_err)?;
+                // The new run has had no Start yet (the stored order, which had it, is dropped).
+                render(&state, &SessionDoc { started: false, ..doc.clone() }, d)
+            }
+            _ => decide(&state, &engine, &s, &doc, &report).await?,
+        };
         // Long poll: nothing to send and nothing written; look again until the deadline.
         while matches!(reply, Reply::Wait) {
             if tokio::time::Instant::now() >= deadline || state.is_shutting_down() {
@@ -437,6 +457,7 @@ async fn remote_management(State(state): State<AppState>, Query(q): Query<Sessio
         new_doc.pending.clone_from(&pending);
         new_doc.worked = doc.worked || pending.is_some();
         new_doc.idle_since = idle_since;
+        new_doc.new_run = false;
         row.order = Some(serde_json::to_value(&new_doc).map_err(|e| ApiError::internal("engine.internal", e.to_string()))?);
         row.order_seq = s.order_seq + 1;
         row.last_report_hash = Some(hash.clone());
@@ -712,6 +733,13 @@ mod tests {
         assert_eq!(classify(&polling, None, &session(3, Some("p")), &busy, "p"), Class::Repeat);
         assert_eq!(classify(&polling, None, &session(3, Some("p")), &idle, "p"), Class::Fresh, "void orders are answered by identical polls");
         assert!(matches!(classify(&answered, None, &session(3, Some("h")), &idle, "x"), Class::Stale(_)));
+        // After a handshake with an order outstanding: the new run's first poll reads the card
+        // again; an answer to the outstanding order (from the run that got it) still applies.
+        let rerun = SessionDoc { pending: Some(pending()), new_run: true, ..Default::default() };
+        assert_eq!(classify(&polling, Some(3), &session(3, Some("h")), &rerun, "p"), Class::NewRun);
+        assert_eq!(classify(&polling, None, &session(3, Some("h")), &rerun, "p"), Class::NewRun);
+        assert_eq!(classify(&answered, Some(3), &session(3, Some("h")), &rerun, "x"), Class::Fresh);
+        assert_eq!(classify(&polling, Some(2), &session(3, Some("p")), &rerun, "p"), Class::Repeat, "the old run's lost poll");
     }
 
     #[test]

@@ -406,6 +406,30 @@ impl Engine {
         self.decision(ctx, stop).await
     }
 
+    /// A new run of the session's local agent (a handshake after `pending` went out) asks for
+    /// work: the previous run may have executed `pending` on the card or not, and the card's
+    /// secure channel is gone either way, so sending the stored order again could fail (an
+    /// EXTERNAL AUTHENTICATE without its INITIALIZE UPDATE) while the card holds what the lost
+    /// run did. The segment is logged unanswered, the view of the card dropped, and the
+    /// process starts again from a read of the card in this session (what the card shows is
+    /// then skipped, or a half-done deployment reported).
+    pub async fn on_new_agent_run(&self, sid: SeramSessionId, se: &SeId, pending: &Pending) -> Result<Decision, EngineError> {
+        let mut ctx = self.ctx(sid, se).await?;
+        let mut run = match self.resume_run(&mut ctx, pending).await? {
+            Resumed::Run(r) => *r,
+            Resumed::Gone => return self.decision(ctx, SessionNext::Stop("the process was taken over by another session".into())).await,
+            Resumed::Ended => {
+                let next = self.find_work(&mut ctx).await?;
+                return self.decision(ctx, next).await;
+            }
+        };
+        self.log_segment(&mut run, pending, &[]);
+        inputs::mark_stale(&mut ctx.se);
+        ctx.se_dirty = true;
+        let next = self.restart(&mut ctx, &mut run, "a new run of the local agent; the previous one may have run the outstanding order").await?;
+        self.conclude(ctx, run, next).await
+    }
+
     // ---- picking and starting processes -----------------------------------------------------
 
     async fn find_work(&self, ctx: &mut Ctx) -> Result<SessionNext, EngineError> {
@@ -569,6 +593,13 @@ impl Engine {
                 run.ps.steps.push(state::StepRec { name: format!("{}: {skip}", phase.name()), state: StepState::Skipped, started_at: Some(now_ms()), finished_at: Some(now_ms()) });
                 run.ps.step_base = run.ps.steps.len();
                 run.ps.notes.push(format!("{}: {skip}", phase.name()));
+                // The card shows the phase done (by an attempt whose answer was lost): the
+                // instance is where the phase would have left it.
+                run.instance_state = match &phase {
+                    Phase::Deploy { .. } | Phase::Resume { .. } => Some(ServiceInstanceState::Operational),
+                    Phase::Suspend { .. } => Some(ServiceInstanceState::Suspended),
+                    Phase::Resync | Phase::Terminate { .. } => run.instance_state,
+                };
                 run.ps.phase += 1;
                 continue;
             }

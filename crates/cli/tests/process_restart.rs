@@ -1,0 +1,251 @@
+//! `tsm serve` killed with SIGKILL in the middle of deployments, and started again on the same
+//! port and database, while `tsm agent` processes keep going.
+//!
+//! Each round onboards four new phones (UICC SCP02 i=55, microSD SCP02 i=15, eSE SCP03 i=70,
+//! UICC SCP03 i=70 AES-256), queues two deployments on each (one personalized), and runs the
+//! four agents at once while the server dies:
+//!
+//! - **at chosen requests** (PostgreSQL and SQLite): the agents talk through a forwarder that
+//!   counts their requests; a seeded generator picks three request numbers of the round and,
+//!   for each, whether the server dies before the request reaches it, after it answered (the
+//!   report is committed, its answer dies with the server), or a few milliseconds into it
+//!   (committed or not: a race, on purpose);
+//! - **at random times** (seeded): the agents talk to the server directly (the kernel refuses
+//!   their connections while it is down) and the server is killed every few hundred
+//!   milliseconds;
+//! - **for longer than the agents wait** (`agent_gives_up_and_is_run_again`): the agents give up
+//!   (`agent.unreachable`) and are run again with the same session, as a phone app would be
+//!   retriggered; one of them had run an order whose report never arrived.
+//!
+//! After each round, for every phone (`support::verify_phone`): every process final, every
+//! instance OPERATIONAL (or, where an agent gave up, IN_ERROR), the card's registry equal to the
+//! database's, the card's APDU log equal to the database's APDU log, each INSTALL and LOAD
+//! accepted once per registry entry it made and (while agents never gave up) never refused,
+//! each process end audited and put in the callback outbox once, the session closed.
+
+mod support;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use support::*;
+use tsm_server::store::testing::TestDb;
+
+const WALLET: &str = "D0D1D2D3D4D5010101";
+const TRANSIT: &str = "D0D1D2D3D4D5010102";
+
+/// How the server dies during a round.
+#[derive(Debug, Clone, Copy)]
+enum Kills {
+    /// `n` kills at requests drawn from `1..=span` of the round.
+    AtRequests { n: usize, span: usize },
+    /// Every `every` ms (a range), down for `down` ms (a range).
+    Timed { every: (u64, u64), down: (u64, u64) },
+    /// The first report with R-APDUs after request `after` never arrives, and the server stays
+    /// down for `down` ms, longer than the agents retry.
+    Outage { after: usize, down: u64 },
+}
+
+struct Setup {
+    db: Arc<TestDb>,
+    dir: std::path::PathBuf,
+    server: Arc<tokio::sync::Mutex<Server>>,
+    api: Api,
+    tenant: Tenant,
+    services: Vec<Catalog>,
+}
+
+async fn setup(db: Arc<TestDb>, dir: &std::path::Path) -> Setup {
+    // Orders carry a 40 ms delay: sessions last long enough for timed kills to land in them.
+    let opts = ServerOpts { long_poll_seconds: 2, order_delay_ms: 40, ..ServerOpts::default() };
+    let mut server = Server::spawn(dir, "tsm", &db.url, &opts);
+    server.ready().await;
+    let api = Api::new(server.base());
+    let tenant = api.provider("acme").await;
+    let services = vec![api.service(&tenant, "wallet", WALLET, true).await, api.service(&tenant, "transit", TRANSIT, false).await];
+    Setup { db, dir: dir.to_path_buf(), server: Arc::new(tokio::sync::Mutex::new(server)), api, tenant, services }
+}
+
+/// One round on new phones; returns what happened to the server.
+async fn round(s: &Setup, label: &str, seed: u64, kills: Kills, specs: &[CardSpec]) -> Vec<Incident> {
+    let t0 = Instant::now();
+    let mut rng = Rng::new(seed);
+    let mut phones: Vec<Phone> = specs.iter().enumerate().map(|(k, spec)| Phone::new(&s.dir, &format!("{label}-{k}-{}", spec.profile), spec.clone(), seed * 10 + k as u64)).collect();
+    let mut work = Vec::new();
+    for p in &phones {
+        s.api.register(p, &s.tenant).await;
+        let mut deps = Vec::new();
+        let mut session = None;
+        for c in &s.services {
+            let iid = s.api.instance(&s.tenant, c, &p.se_id).await;
+            let (pid, sid) = s.api.queue(&s.tenant, &iid, "deploy").await;
+            session.get_or_insert(sid);
+            deps.push(Deployment { instance: iid, process: pid, instance_aid: c.instance_aid.clone() });
+        }
+        work.push((deps, session.unwrap()));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (url, retry_for, _fwd, (task, incidents)) = match kills {
+        Kills::AtRequests { n, span } => {
+            let mut plan = BTreeMap::new();
+            while plan.len() < n {
+                let at = rng.range(2, span as u64 + 1) as usize;
+                let action = match rng.range(0, 3) {
+                    0 => Action::KillBefore,
+                    1 => Action::KillAfter,
+                    _ => Action::KillDuring(rng.range(0, 15)),
+                };
+                plan.insert(at, action);
+            }
+            eprintln!("{label}: kill plan {plan:?}");
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let fwd = Forwarder::start(vec![s.server.lock().await.base()], plan, Some(tx)).await;
+            (fwd.base.clone(), Duration::from_secs(30), Some(fwd), controller(s.server.clone(), rx, seed, (100, 600)))
+        }
+        Kills::Timed { every, down } => {
+            let base = s.server.lock().await.base();
+            (base, Duration::from_secs(30), None, timed_kills(s.server.clone(), seed, every, down, stop.clone()))
+        }
+        Kills::Outage { after, down } => {
+            let plan = BTreeMap::from([(after, Action::KillBeforeReport)]);
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let fwd = Forwarder::start(vec![s.server.lock().await.base()], plan, Some(tx)).await;
+            (fwd.base.clone(), Duration::from_millis(1200), Some(fwd), controller(s.server.clone(), rx, seed, (down, down + 1)))
+        }
+    };
+
+    // The agents, each until its session ends with Stop (run again after giving up).
+    let mut runs = Vec::new();
+    for (mut p, (_, sid)) in phones.drain(..).zip(work.iter()) {
+        let (url, sid) = (url.clone(), sid.clone());
+        runs.push(tokio::spawn(async move {
+            let gave_up = run_to_stop(&mut p, &url, &sid, retry_for, Duration::from_secs(50)).await;
+            (p, gave_up)
+        }));
+    }
+    let mut done = Vec::new();
+    for r in runs {
+        done.push(r.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
+    }
+    stop.store(true, Ordering::SeqCst);
+    {
+        // Not in the middle of a restart: the server is up when the controller goes.
+        let mut server = s.server.lock().await;
+        task.abort();
+        if !server.is_running() {
+            server.restart().await;
+        }
+    }
+    let incidents = incidents.lock().unwrap().clone();
+    let gave_up: u32 = done.iter().map(|(_, g)| g).sum();
+
+    let mode = if gave_up > 0 { LogMatch::AllowUnreported } else { LogMatch::Exact };
+    let mut failed = Vec::new();
+    for ((p, _), (deps, sid)) in done.iter().zip(&work) {
+        failed.extend(verify_phone(&s.db, &s.api, &s.tenant, p, deps, mode).await.failed);
+        verify_session_closed(&s.db, p, sid).await;
+    }
+    eprintln!(
+        "{label}: {} kill(s) {:?}, {gave_up} agent run(s) gave up, failed processes {failed:?}, {:.1?}",
+        incidents.len(),
+        incidents.iter().map(|i| (i.request, i.action)).collect::<Vec<_>>(),
+        t0.elapsed()
+    );
+    incidents
+}
+
+const ALL: [CardSpec; 4] = [UICC_SCP02, MICROSD_SCP02, ESE_SCP03, UICC_SCP03];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_deployments_postgres() {
+    let Some(db) = postgres().await else { return };
+    with_db(db, |db| async move {
+        let tmp = test_dir("restart");
+        let s = setup(db, tmp.path()).await;
+        let mut kills = 0;
+        for seed in [1, 2, 3] {
+            kills += round(&s, &format!("pg-at-{seed}"), seed, Kills::AtRequests { n: 3, span: 30 }, &ALL).await.len();
+        }
+        kills += round(&s, "pg-timed", 7, Kills::Timed { every: (150, 450), down: (50, 400) }, &ALL).await.len();
+        assert!(kills >= 8, "the server was killed {kills} times");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_deployments_sqlite() {
+    let db = sqlite().await;
+    with_db(db, |db| async move {
+        let tmp = test_dir("restart");
+        let s = setup(db, tmp.path()).await;
+        let mut kills = 0;
+        for seed in [4, 5] {
+            kills += round(&s, &format!("sqlite-at-{seed}"), seed, Kills::AtRequests { n: 3, span: 30 }, &ALL).await.len();
+        }
+        kills += round(&s, "sqlite-timed", 8, Kills::Timed { every: (150, 450), down: (50, 400) }, &ALL).await.len();
+        assert!(kills >= 5, "the server was killed {kills} times");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_gives_up_and_is_run_again() {
+    let Some(db) = postgres().await else { return };
+    with_db(db, |db| async move {
+        let tmp = test_dir("restart");
+        let s = setup(db, tmp.path()).await;
+        for (seed, after) in [(21, 3), (22, 10)] {
+            let incidents = round(&s, &format!("outage-{seed}"), seed, Kills::Outage { after, down: 2500 }, &ALL[..3]).await;
+            assert_eq!(incidents.len(), 1, "{incidents:?}");
+        }
+    })
+    .await;
+}
+
+/// Regression: the card ran a deployment's order, its report never arrived (the server was
+/// down for longer than the agent retries), and the phone's agent was started again with the
+/// same session. The server used to send the stored order again to the new run: on this
+/// microSD (SCP02 i=15, random challenge) that order starts with EXTERNAL AUTHENTICATE, which
+/// the card refused without its INITIALIZE UPDATE; the process failed (`planner.auth_failed`)
+/// and the instance went back to NOT_DEPLOYED while the card held the application. Now a new
+/// agent run with an order outstanding makes the TSM read the card again: it finds the
+/// application there and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_report_then_new_agent_run() {
+    let db = sqlite().await;
+    with_db(db, |db| async move {
+        let tmp = test_dir("lost-report");
+        let s = setup(db, tmp.path()).await;
+        let mut phone = Phone::new(&s.dir, "msd", MICROSD_SCP02, 77);
+        s.api.register(&phone, &s.tenant).await;
+        let c = &s.services[0];
+        let iid = s.api.instance(&s.tenant, c, &phone.se_id).await;
+        let (pid, sid) = s.api.queue(&s.tenant, &iid, "deploy").await;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let fwd = Forwarder::start(vec![s.server.lock().await.base()], BTreeMap::new(), Some(tx)).await;
+        // Requests of the session: handshake, then reports: Start + [SELECT, INITIALIZE UPDATE],
+        // [EXTERNAL AUTHENTICATE, GET STATUS 80], [GET STATUS 40], [GET STATUS 10] (the first
+        // read of the card), [SELECT, INITIALIZE UPDATE], [EXTERNAL AUTHENTICATE, INSTALL,
+        // LOAD, ... STORE DATA]: the 8th request reports that last order.
+        fwd.plan_session(&sid, 8, Action::KillBefore);
+        let (task, incidents) = controller(s.server.clone(), rx, 1, (2500, 2501));
+        let gave_up = run_to_stop(&mut phone, &fwd.base, &sid, Duration::from_millis(1200), Duration::from_secs(40)).await;
+        {
+            let _server = s.server.lock().await;
+            task.abort();
+        }
+        assert_eq!(incidents.lock().unwrap().len(), 1);
+        assert!(gave_up >= 1, "the agent gave up during the outage");
+        let runs = phone.card_log();
+        let lost = runs[0].last().expect("the first run ran orders");
+        assert!(lost.iter().any(|(c, r)| c.starts_with("84E60C") && r.ends_with("9000")), "the order whose report was lost installed the application: {lost:?}");
+        let deps = [Deployment { instance: iid, process: pid.clone(), instance_aid: c.instance_aid.clone() }];
+        let v = verify_phone(&s.db, &s.api, &s.tenant, &phone, &deps, LogMatch::AllowUnreported).await;
+        assert!(v.failed.is_empty(), "{v:?}");
+        let p = s.api.get(&s.tenant, &format!("/api/v1/processes/{pid}")).await;
+        assert_eq!(p["state"], "COMPLETED", "{p}");
+        verify_session_closed(&s.db, &phone, &sid).await;
+    })
+    .await;
+}
