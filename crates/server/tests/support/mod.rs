@@ -1,0 +1,153 @@
+//! The end-to-end tests' and the deployment benchmark's environment: a database of either
+//! backend (`tsm_server::store::testing`, with its `TSM_TEST_DATABASE_URL` rules) and a key
+//! store of either kind (the software store under a master key file, or PKCS#11 on a SoftHSM2
+//! token in a temporary directory), configured as `tsm serve` reads them, for a
+//! `tsm_server::testkit::Node`. The flow itself (onboarding, phones, deployments, the card's and
+//! the database's registries) is `tsm_server::testkit`, shared with `tsm demo`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use tsm_gp::crypto::KeyAlg;
+use tsm_server::api::seram::COOKIE_KEY;
+use tsm_server::config::{Config, KeysConfig};
+use tsm_server::keys::{KeyId, KeyStore, Pkcs11KeyStore, Pkcs11Options};
+use tsm_server::store::testing::{DEFAULT_POSTGRES, TestDb};
+use tsm_server::testkit::{self, KitResult, Node};
+
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789abcdef";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStoreKind {
+    Software,
+    SoftHsm,
+}
+
+/// A fresh database of `backend`, or `None` when `TSM_TEST_DATABASE_URL` selects the other
+/// backend only (or PostgreSQL is unreachable and `TSM_TEST_ALLOW_NO_POSTGRES=1`): the caller
+/// skips, saying so.
+pub async fn database(backend: Backend) -> Option<TestDb> {
+    let choice = std::env::var("TSM_TEST_DATABASE_URL").unwrap_or_default();
+    let sqlite_only = choice == "sqlite" || choice.starts_with("sqlite:");
+    let pg_server = if choice.starts_with("postgres://") || choice.starts_with("postgresql://") { Some(choice.clone()) } else { None };
+    match backend {
+        Backend::Sqlite if pg_server.is_some() => None,
+        Backend::Sqlite => Some(TestDb::sqlite().await.expect("SQLite test database")),
+        Backend::Postgres if sqlite_only => None,
+        Backend::Postgres => {
+            let server = pg_server.unwrap_or_else(|| DEFAULT_POSTGRES.to_string());
+            match TestDb::postgres(&server).await {
+                Ok(db) => Some(db),
+                Err(e) if std::env::var("TSM_TEST_ALLOW_NO_POSTGRES").as_deref() == Ok("1") => {
+                    eprintln!("WARNING: PostgreSQL at {server} unreachable ({e}); skipped (TSM_TEST_ALLOW_NO_POSTGRES=1)");
+                    None
+                }
+                Err(e) => panic!("PostgreSQL test database at {server} unavailable: {e} (TSM_TEST_DATABASE_URL=sqlite or TSM_TEST_ALLOW_NO_POSTGRES=1 to skip)"),
+            }
+        }
+    }
+}
+
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const SOFTHSM_TOKEN: &str = "tsm-e2e";
+const SOFTHSM_PIN: &str = "e2e-user-pin";
+
+/// A scratch directory of this test process (removed by the next run once the process is gone).
+pub fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if let Some(pid) = name.strip_prefix("tsm_e2e_")
+                    && !Path::new("/proc").join(pid).exists()
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = tmp.join(format!("tsm_e2e_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
+/// The SoftHSM2 token of this test process: SoftHSM reads `SOFTHSM2_CONF` once per process (at
+/// `C_Initialize`), so every test of the binary shares one token, with distinct key ids.
+fn softhsm() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        assert!(Path::new(SOFTHSM_MODULE).exists(), "SoftHSM2 is not installed ({SOFTHSM_MODULE}); run scripts/install-deps.sh");
+        let dir = scratch().join("softhsm");
+        std::fs::create_dir_all(dir.join("tokens")).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", dir.join("tokens").display())).unwrap();
+        // SAFETY (edition 2024): set before the first PKCS#11 call of the process.
+        unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
+        let out = std::process::Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", SOFTHSM_TOKEN, "--so-pin", "e2e-so-pin", "--pin", SOFTHSM_PIN])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .expect("softhsm2-util");
+        assert!(out.status.success(), "softhsm2-util --init-token: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(dir.join("pin"), SOFTHSM_PIN).unwrap();
+        // The SERAM cookie key is made on first use by whichever session needs it first. On a
+        // PKCS#11 token two nodes (or two sessions of one node) making it at the same moment
+        // can each destroy their copy as the duplicate of the other's, and a cookie MAC'd under
+        // a destroyed copy no longer verifies (`seram.bad_report`). Provision it once, before any
+        // node starts, as an operator would.
+        let ks = Pkcs11KeyStore::open(Path::new(SOFTHSM_MODULE), SOFTHSM_TOKEN, SOFTHSM_PIN, Pkcs11Options { allow_clear_rewrap: true }).expect("the SoftHSM2 token");
+        ks.generate(&KeyId::new(COOKIE_KEY).unwrap(), KeyAlg::Aes256).expect("the SERAM cookie key");
+        dir
+    })
+}
+
+/// SoftHSM2 2.6 is not safe under concurrent use of one token from several threads: token
+/// objects created while other sessions use the token fail now and then with
+/// CKR_GENERAL_ERROR (its file object store; softhsm/SoftHSMv2#573), which the server reports
+/// as `keys.pkcs11` (500, or 503 to an agent, which sends the report again). Tests on SoftHSM2
+/// therefore hold this lock and drive one phone at a time; production HSMs have no such limit.
+pub async fn softhsm_exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// The `[keys]` section for `kind`, with its secret as a `file:` source (as in production).
+pub fn keys_config(kind: KeyStoreKind) -> KeysConfig {
+    match kind {
+        KeyStoreKind::Software => {
+            let master = scratch().join("master.key");
+            if !master.exists() {
+                std::fs::write(&master, "5A".repeat(32)).unwrap();
+            }
+            KeysConfig::Software { master: format!("file:{}", master.display()) }
+        }
+        KeyStoreKind::SoftHsm => {
+            let dir = softhsm();
+            // SoftHSM2 cannot wrap as SCP02 PUT KEY / STORE DATA need (docs/configuration.md).
+            KeysConfig::Pkcs11 { module: SOFTHSM_MODULE.into(), token: SOFTHSM_TOKEN.into(), pin: format!("file:{}", dir.join("pin").display()), allow_clear_rewrap: true }
+        }
+    }
+}
+
+/// A node's configuration on loopback over `db` with the `keys` store.
+pub fn config(db: &TestDb, keys: KeyStoreKind) -> Config {
+    let mut c = testkit::loopback_config(&db.url, "env:UNUSED");
+    c.server.node_id = Some("e2e".into());
+    c.keys = keys_config(keys);
+    c
+}
+
+/// Starts a node over `db` with the `keys` store (the real `tsm serve` path: migrations, the
+/// configured key store, the listener and the router).
+pub async fn node(db: &TestDb, keys: KeyStoreKind) -> KitResult<Node> {
+    Node::start(config(db, keys), ADMIN_TOKEN).await
+}
