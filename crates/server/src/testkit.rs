@@ -708,6 +708,9 @@ pub struct Outcome {
     pub apdus: u64,
     /// Orders the agent received in the session (Start, notifications, Stop included).
     pub orders: u64,
+    /// HTTP requests the agent made in the session: the handshake and every report (the
+    /// first, void one included), retries included.
+    pub http_requests: u64,
     pub elapsed_ms: u64,
 }
 
@@ -724,6 +727,7 @@ pub async fn run_operation(node_base: &str, p: &Provider, phone: &Phone, instanc
         round_trips: pr["progress"]["roundTrips"].as_u64().unwrap_or(0),
         apdus: pr["progress"]["apdus"].as_u64().unwrap_or(0),
         orders: summary.orders,
+        http_requests: 1 + summary.reports + summary.retries,
         elapsed_ms: t.elapsed().as_millis() as u64,
     })
 }
