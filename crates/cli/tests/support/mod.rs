@@ -804,8 +804,8 @@ async fn trickle(inner: &FwdInner, n: usize, backend: &str, parts: &axum::http::
     tcp.write_all(head.as_bytes()).await?;
     tcp.write_all(&body[..split]).await?;
     tcp.flush().await?;
-    // Let the server read the headers: the request is in progress.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Let the server read the headers: the request is in progress (hyper lets it finish).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     kill_server(inner, n, Action::TermWhileReceiving).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     tcp.write_all(&body[split..]).await?;
