@@ -49,7 +49,7 @@ async fn onboard(dir: &Path, nodes: &[Api; 2], seed: u64) -> (Tenant, Vec<Phone>
             let iid = nodes[(k + j) % 2].instance(&t, c, &p.se_id).await;
             let (pid, sid) = nodes[(k + j + 1) % 2].queue(&t, &iid, "deploy").await;
             session.get_or_insert(sid);
-            deps.push(Deployment { instance: iid, process: pid, instance_aid: c.instance_aid.clone() });
+            deps.push(Deployment { instance: iid, process: pid, instance_aid: c.instance_aid.clone(), op: "deploy".into() });
         }
         // The session of the first deployment runs both (the SE's work, oldest first).
         work.push((deps, session.unwrap()));

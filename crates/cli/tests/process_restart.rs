@@ -17,9 +17,13 @@
 //!   (`agent.unreachable`) and are run again with the same session, as a phone app would be
 //!   retriggered; one of them had run an order whose report never arrived.
 //!
+//! Some rounds go on with the same phones: the first service is suspended while the server
+//! dies again (in the outage round, the suspend's report is the one that never arrives).
+//!
 //! After each round, for every phone (`support::verify_phone`): every process final, every
-//! instance OPERATIONAL (or, where an agent gave up, IN_ERROR), the card's registry equal to the
-//! database's, the card's APDU log equal to the database's APDU log, each INSTALL and LOAD
+//! instance in the state its last operation gives (OPERATIONAL, SUSPENDED and locked on the
+//! card; where an agent gave up, a failure may leave it IN_ERROR), the card's registry equal to
+//! the database's, the card's APDU log equal to the database's APDU log, each INSTALL and LOAD
 //! accepted once per registry entry it made and (while agents never gave up) never refused,
 //! each process end audited and put in the callback outbox once, the session closed.
 
@@ -66,25 +70,49 @@ async fn setup(db: Arc<TestDb>, dir: &std::path::Path) -> Setup {
     Setup { db, dir: dir.to_path_buf(), server: Arc::new(tokio::sync::Mutex::new(server)), api, tenant, services }
 }
 
-/// One round on new phones; returns what happened to the server.
-async fn round(s: &Setup, label: &str, seed: u64, kills: Kills, specs: &[CardSpec]) -> Vec<Incident> {
-    let t0 = Instant::now();
-    let mut rng = Rng::new(seed);
-    let mut phones: Vec<Phone> = specs.iter().enumerate().map(|(k, spec)| Phone::new(&s.dir, &format!("{label}-{k}-{}", spec.profile), spec.clone(), seed * 10 + k as u64)).collect();
-    let mut work = Vec::new();
-    for p in &phones {
-        s.api.register(p, &s.tenant).await;
-        let mut deps = Vec::new();
+/// A phone with the operations queued for it so far, the session of the latest ones, and how
+/// often its agent gave up.
+struct Work {
+    phone: Phone,
+    ops: Vec<Deployment>,
+    session: String,
+    gave_up: u32,
+}
+
+/// New phones, registered, with the two services' deployments queued on each.
+async fn new_phones(s: &Setup, label: &str, seed: u64, specs: &[CardSpec]) -> Vec<Work> {
+    let mut out = Vec::new();
+    for (k, spec) in specs.iter().enumerate() {
+        let phone = Phone::new(&s.dir, &format!("{label}-{k}-{}", spec.profile), spec.clone(), seed * 10 + k as u64);
+        s.api.register(&phone, &s.tenant).await;
+        let mut ops = Vec::new();
         let mut session = None;
         for c in &s.services {
-            let iid = s.api.instance(&s.tenant, c, &p.se_id).await;
+            let iid = s.api.instance(&s.tenant, c, &phone.se_id).await;
             let (pid, sid) = s.api.queue(&s.tenant, &iid, "deploy").await;
             session.get_or_insert(sid);
-            deps.push(Deployment { instance: iid, process: pid, instance_aid: c.instance_aid.clone() });
+            ops.push(Deployment { instance: iid, process: pid, instance_aid: c.instance_aid.clone(), op: "deploy".into() });
         }
-        work.push((deps, session.unwrap()));
+        out.push(Work { phone, ops, session: session.unwrap(), gave_up: 0 });
     }
+    out
+}
 
+/// Queues `op` on the first service's instance of every phone (the next round runs it).
+async fn queue_op(s: &Setup, work: &mut [Work], op: &str) {
+    for w in work {
+        let d = w.ops[0].clone();
+        let (pid, sid) = s.api.queue(&s.tenant, &d.instance, op).await;
+        w.ops.push(Deployment { process: pid, op: op.into(), ..d });
+        w.session = sid;
+    }
+}
+
+/// One round: the phones' agents run their sessions while the server dies as `kills` says;
+/// then every phone is verified. Returns the phones and what happened to the server.
+async fn round(s: &Setup, label: &str, seed: u64, kills: Kills, work: Vec<Work>) -> (Vec<Work>, Vec<Incident>) {
+    let t0 = Instant::now();
+    let mut rng = Rng::new(seed);
     let stop = Arc::new(AtomicBool::new(false));
     let (url, retry_for, _fwd, (task, incidents)) = match kills {
         Kills::AtRequests { n, span } => {
@@ -117,11 +145,11 @@ async fn round(s: &Setup, label: &str, seed: u64, kills: Kills, specs: &[CardSpe
 
     // The agents, each until its session ends with Stop (run again after giving up).
     let mut runs = Vec::new();
-    for (mut p, (_, sid)) in phones.drain(..).zip(work.iter()) {
-        let (url, sid) = (url.clone(), sid.clone());
+    for mut w in work {
+        let url = url.clone();
         runs.push(tokio::spawn(async move {
-            let gave_up = run_to_stop(&mut p, &url, &sid, retry_for, Duration::from_secs(50)).await;
-            (p, gave_up)
+            w.gave_up += run_to_stop(&mut w.phone, &url, &w.session, retry_for, Duration::from_secs(50)).await;
+            w
         }));
     }
     let mut done = Vec::new();
@@ -138,21 +166,21 @@ async fn round(s: &Setup, label: &str, seed: u64, kills: Kills, specs: &[CardSpe
         }
     }
     let incidents = incidents.lock().unwrap().clone();
-    let gave_up: u32 = done.iter().map(|(_, g)| g).sum();
 
-    let mode = if gave_up > 0 { LogMatch::AllowUnreported } else { LogMatch::Exact };
     let mut failed = Vec::new();
-    for ((p, _), (deps, sid)) in done.iter().zip(&work) {
-        failed.extend(verify_phone(&s.db, &s.api, &s.tenant, p, deps, mode).await.failed);
-        verify_session_closed(&s.db, p, sid).await;
+    for w in &done {
+        let mode = if w.gave_up > 0 { LogMatch::AllowUnreported } else { LogMatch::Exact };
+        failed.extend(verify_phone(&s.db, &s.api, &s.tenant, &w.phone, &w.ops, mode).await.failed);
+        verify_session_closed(&s.db, &w.phone, &w.session).await;
     }
     eprintln!(
-        "{label}: {} kill(s) {:?}, {gave_up} agent run(s) gave up, failed processes {failed:?}, {:.1?}",
+        "{label}: {} kill(s) {:?}, {} agent run(s) gave up, failed processes {failed:?}, {:.1?}",
         incidents.len(),
         incidents.iter().map(|i| (i.request, i.action)).collect::<Vec<_>>(),
+        done.iter().map(|w| w.gave_up).sum::<u32>(),
         t0.elapsed()
     );
-    incidents
+    (done, incidents)
 }
 
 const ALL: [CardSpec; 4] = [UICC_SCP02, MICROSD_SCP02, ESE_SCP03, UICC_SCP03];
@@ -175,9 +203,15 @@ async fn sigkill_mid_deployments_postgres() {
         let mut kills = 0;
         let seeds = seeds(&[1, 2, 3]);
         for &seed in &seeds {
-            kills += round(&s, &format!("pg-at-{seed}"), seed, Kills::AtRequests { n: 3, span: 30 }, &ALL).await.len();
+            let phones = new_phones(&s, &format!("pg-at-{seed}"), seed, &ALL).await;
+            kills += round(&s, &format!("pg-at-{seed}"), seed, Kills::AtRequests { n: 3, span: 30 }, phones).await.1.len();
         }
-        kills += round(&s, "pg-timed", seeds[0] + 6, Kills::Timed { every: (150, 450), down: (50, 400) }, &ALL).await.len();
+        let phones = new_phones(&s, "pg-timed", seeds[0] + 6, &ALL).await;
+        let (mut phones, k) = round(&s, "pg-timed", seeds[0] + 6, Kills::Timed { every: (150, 450), down: (50, 400) }, phones).await;
+        kills += k.len();
+        // The same phones suspend the first service, the server dying again.
+        queue_op(&s, &mut phones, "suspend").await;
+        kills += round(&s, "pg-suspend", seeds[0] + 7, Kills::AtRequests { n: 2, span: 12 }, phones).await.1.len();
         assert!(kills > seeds.len(), "the server was killed {kills} times");
     })
     .await;
@@ -192,9 +226,11 @@ async fn sigkill_mid_deployments_sqlite() {
         let mut kills = 0;
         let seeds = seeds(&[4, 5]);
         for &seed in &seeds {
-            kills += round(&s, &format!("sqlite-at-{seed}"), seed, Kills::AtRequests { n: 3, span: 30 }, &ALL).await.len();
+            let phones = new_phones(&s, &format!("sqlite-at-{seed}"), seed, &ALL).await;
+            kills += round(&s, &format!("sqlite-at-{seed}"), seed, Kills::AtRequests { n: 3, span: 30 }, phones).await.1.len();
         }
-        kills += round(&s, "sqlite-timed", seeds[0] + 4, Kills::Timed { every: (150, 450), down: (50, 400) }, &ALL).await.len();
+        let phones = new_phones(&s, "sqlite-timed", seeds[0] + 4, &ALL).await;
+        kills += round(&s, "sqlite-timed", seeds[0] + 4, Kills::Timed { every: (150, 450), down: (50, 400) }, phones).await.1.len();
         assert!(kills > seeds.len(), "the server was killed {kills} times");
     })
     .await;
@@ -209,7 +245,13 @@ async fn agent_gives_up_and_is_run_again() {
         for seed in seeds(&[21, 22]) {
             // The outage starts at the first report with R-APDUs from request 4..20 on.
             let after = 4 + (seed as usize * 7) % 17;
-            let incidents = round(&s, &format!("outage-{seed}"), seed, Kills::Outage { after, down: 2500 }, &ALL[..3]).await;
+            let phones = new_phones(&s, &format!("outage-{seed}"), seed, &ALL[..3]).await;
+            let (mut phones, incidents) = round(&s, &format!("outage-{seed}"), seed, Kills::Outage { after, down: 2500 }, phones).await;
+            assert_eq!(incidents.len(), 1, "{incidents:?}");
+            // Then a suspend whose first report never arrives: the run after the outage finds
+            // the application locked already.
+            queue_op(&s, &mut phones, "suspend").await;
+            let (_, incidents) = round(&s, &format!("outage-{seed}-suspend"), seed, Kills::Outage { after: 1, down: 2500 }, phones).await;
             assert_eq!(incidents.len(), 1, "{incidents:?}");
         }
     })
@@ -253,7 +295,7 @@ async fn lost_report_then_new_agent_run() {
         let runs = phone.card_log();
         let lost = runs[0].last().expect("the first run ran orders");
         assert!(lost.iter().any(|(c, r)| c.starts_with("84E60C") && r.ends_with("9000")), "the order whose report was lost installed the application: {lost:?}");
-        let deps = [Deployment { instance: iid, process: pid.clone(), instance_aid: c.instance_aid.clone() }];
+        let deps = [Deployment { instance: iid, process: pid.clone(), instance_aid: c.instance_aid.clone(), op: "deploy".into() }];
         let v = verify_phone(&s.db, &s.api, &s.tenant, &phone, &deps, LogMatch::AllowUnreported).await;
         assert!(v.failed.is_empty(), "{v:?}");
         let p = s.api.get(&s.tenant, &format!("/api/v1/processes/{pid}")).await;

@@ -69,7 +69,7 @@ async fn sigterm_answers_the_long_poll_and_the_session_goes_on() {
         assert!(out.contains("complete"), "{out}");
         assert!(fwd.seen().iter().any(|s| s.server_status.is_none()), "requests were refused while the server was down");
 
-        let deps = [Deployment { instance: iid, process: pid, instance_aid: WALLET.into() }];
+        let deps = [Deployment { instance: iid, process: pid, instance_aid: WALLET.into(), op: "deploy".into() }];
         let v = verify_phone(&db, &api, &t, &phone, &deps, LogMatch::Exact).await;
         assert_eq!(v.installs, 2, "the SSD and the application");
         verify_session_closed(&db, &phone, &sid).await;
@@ -117,7 +117,7 @@ async fn sigterm_finishes_the_report_in_flight() {
         assert_eq!(report.server_status, Some(200), "the report in flight was applied and answered: {report:?}");
         assert_eq!(report.status, 200);
 
-        let deps = [Deployment { instance: iid, process: pid, instance_aid: WALLET.into() }];
+        let deps = [Deployment { instance: iid, process: pid, instance_aid: WALLET.into(), op: "deploy".into() }];
         let v = verify_phone(&db, &api, &t, &phone, &deps, LogMatch::Exact).await;
         assert_eq!(v.installs, 2, "the SSD and the application");
         verify_session_closed(&db, &phone, &sid).await;

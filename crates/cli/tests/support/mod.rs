@@ -723,12 +723,16 @@ struct FwdInner {
     seen: Mutex<Vec<Seen>>,
     /// Actions for the k-th request (from 1) of a session, and the requests of each so far.
     session_plan: Mutex<BTreeMap<(String, usize), Action>>,
-    per_session: Mutex<BTreeMap<String, usize>>,
+    /// Per session: its first backend (a global rotation) and its requests so far.
+    per_session: Mutex<BTreeMap<String, (usize, usize)>>,
     http: reqwest::Client,
     in_flight: AtomicUsize,
 }
 
-/// An HTTP forwarder between agents and servers: request `n` goes to backend `n mod len`.
+/// An HTTP forwarder between agents and servers. The requests of a session go to the backends
+/// in turn (the session's first request to the next backend of a global rotation, each next
+/// one to the following backend), so that every session alternates between them whatever the
+/// other sessions do; a retry goes to the next backend too.
 #[derive(Clone)]
 pub struct Forwarder {
     pub base: String,
@@ -860,21 +864,23 @@ async fn kill_server(inner: &FwdInner, n: usize, action: Action) {
 
 async fn forward(inner: Arc<FwdInner>, req: axum::extract::Request) -> axum::response::Response {
     let n = inner.count.fetch_add(1, Ordering::SeqCst) + 1;
-    let backend = inner.next.fetch_add(1, Ordering::SeqCst) % inner.backends.len();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     let mut action = inner.plan.lock().unwrap().get(&n).copied().unwrap_or(Action::Forward);
+    let mut backend = None;
     if let Some(sid) = parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("sessionId="))) {
-        let k = {
+        let (first, k) = {
             let mut m = inner.per_session.lock().unwrap();
-            let k = m.entry(sid.to_string()).or_insert(0);
-            *k += 1;
-            *k
+            let e = m.entry(sid.to_string()).or_insert_with(|| (inner.next.fetch_add(1, Ordering::SeqCst), 0));
+            e.1 += 1;
+            *e
         };
+        backend = Some((first + k - 1) % inner.backends.len());
         if let Some(a) = inner.session_plan.lock().unwrap().get(&(sid.to_string(), k)) {
             action = *a;
         }
     }
+    let backend = backend.unwrap_or_else(|| inner.next.fetch_add(1, Ordering::SeqCst) % inner.backends.len());
     let body = axum::body::to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default();
     let action = match action {
         Action::KillBeforeReport if !String::from_utf8_lossy(&body).contains("listOfRAPDU") => {
@@ -962,12 +968,14 @@ async fn forward(inner: Arc<FwdInner>, req: axum::extract::Request) -> axum::res
 
 // ---- verification -------------------------------------------------------------------------
 
-/// A deployment queued for a phone: instance, process, and the instance AID it installs.
+/// An operation queued for a phone (a deployment, a suspend...): instance, process, the
+/// instance AID, and the operation (`deploy`, `suspend`, `resume`).
 #[derive(Debug, Clone)]
 pub struct Deployment {
     pub instance: String,
     pub process: String,
     pub instance_aid: String,
+    pub op: String,
 }
 
 /// How strictly the card's APDU log must match the database's.
@@ -1017,8 +1025,10 @@ fn sw(r: &str) -> &str {
 /// Checks one phone after its agents stopped:
 /// - every process ended (COMPLETED or FAILED, nothing QUEUED or RUNNING), its end audited and
 ///   put in the callback outbox exactly once; with [`LogMatch::Exact`], COMPLETED;
-/// - each instance's state follows from its process (OPERATIONAL, or IN_ERROR / NOT_DEPLOYED
-///   after a failure) with no process in flight, and an OPERATIONAL instance is on the card;
+/// - each instance's state follows from its last process (OPERATIONAL after a deployment,
+///   SUSPENDED after a suspend; IN_ERROR or the state before after a failure) with no process
+///   in flight; an OPERATIONAL instance is on the card, a SUSPENDED one there and locked, a
+///   NOT_DEPLOYED one not there;
 /// - the card's registry equals the one the database holds for the SE;
 /// - the card's APDU log equals the database's APDU log of the SE's processes (see
 ///   [`LogMatch`]): every exchange the card saw is logged once, none is invented;
@@ -1039,25 +1049,33 @@ pub async fn verify_phone(db: &TestDb, api: &Api, t: &Tenant, phone: &Phone, dep
     let mut verdict = Verdict::default();
     let who = &phone.name;
     let mut db_logs: Vec<Vec<(String, Option<String>)>> = Vec::new();
-    let mut operational = Vec::new();
-    for d in deployments {
+    // (instance AID, state) of each instance after its last operation.
+    let mut finals: Vec<(String, String)> = Vec::new();
+    for (k, d) in deployments.iter().enumerate() {
         let p = api.get(t, &format!("/api/v1/processes/{}", d.process)).await;
         let state = p["state"].as_str().unwrap();
         let i = api.get(t, &format!("/api/v1/service-instances/{}", d.instance)).await;
         let istate = i["state"].as_str().unwrap();
         assert!(i["processInFlight"].is_null(), "{who}: instance still has a process in flight: {i}");
+        let last = deployments.iter().rposition(|x| x.instance == d.instance) == Some(k);
         match state {
             "COMPLETED" => {
-                assert_eq!(istate, "OPERATIONAL", "{who}: {p}");
-                operational.push(d.instance_aid.clone());
+                let want = if d.op == "suspend" { "SUSPENDED" } else { "OPERATIONAL" };
+                if last {
+                    assert_eq!(istate, want, "{who}: {p}");
+                    finals.push((d.instance_aid.clone(), want.to_string()));
+                }
             }
             "FAILED" if mode == LogMatch::AllowUnreported => {
-                assert!(matches!(istate, "IN_ERROR" | "NOT_DEPLOYED"), "{who}: instance {istate} after {p}");
-                verdict.failed.push((istate.to_string(), p["error"]["code"].as_str().unwrap_or_default().to_string()));
-                if istate == "NOT_DEPLOYED" {
-                    let on_card = phone.registry().iter().any(|(k, a, _, _)| k == "app" && *a == d.instance_aid);
-                    assert!(!on_card, "{who}: the instance is NOT_DEPLOYED but {} is on the card ({p})", d.instance_aid);
+                let before = if d.op == "deploy" { "NOT_DEPLOYED" } else { "OPERATIONAL" };
+                if last {
+                    assert!(istate == "IN_ERROR" || istate == before, "{who}: instance {istate} after {p}");
+                    if istate == "NOT_DEPLOYED" {
+                        let on_card = phone.registry().iter().any(|(k, a, _, _)| k == "app" && *a == d.instance_aid);
+                        assert!(!on_card, "{who}: the instance is NOT_DEPLOYED but {} is on the card ({p})", d.instance_aid);
+                    }
                 }
+                verdict.failed.push((istate.to_string(), p["error"]["code"].as_str().unwrap_or_default().to_string()));
             }
             _ => panic!("{who}: process not final (or failed): {p}\ninstance {i}"),
         }
@@ -1075,11 +1093,14 @@ pub async fn verify_phone(db: &TestDb, api: &Api, t: &Tenant, phone: &Phone, dep
         db_logs.push(log);
     }
 
-    // Registry: the card and the database agree; OPERATIONAL instances are on the card.
+    // Registry: the card and the database agree; OPERATIONAL instances are on the card,
+    // SUSPENDED ones there and locked.
     let card_reg = phone.registry();
     assert_eq!(card_reg, db_registry(db, &phone.se_id, phone.spec.profile).await, "{who}: card and database registries");
-    for aid in &operational {
-        assert!(card_reg.iter().any(|(k, a, _, _)| k == "app" && a == aid), "{who}: {aid} OPERATIONAL but not on the card: {card_reg:?}");
+    for (aid, state) in &finals {
+        let lc = card_reg.iter().find(|(k, a, _, _)| k == "app" && a == aid).map(|(_, _, lc, _)| *lc);
+        let locked = lc.is_some_and(|lc| lc & 0x80 != 0);
+        assert!(lc.is_some() && locked == (state == "SUSPENDED"), "{who}: {aid} is {state}, on the card with life cycle {lc:02X?}");
     }
 
     // APDU logs.
@@ -1107,7 +1128,7 @@ pub async fn verify_phone(db: &TestDb, api: &Api, t: &Tenant, phone: &Phone, dep
         for (what, f) in [("INSTALL [for install]", &for_install as &dyn Fn(u8, u8) -> bool), ("INSTALL [for load]", &for_load), ("LOAD", &|i: u8, _| i == 0xE8)] {
             assert_eq!(refused(f), 0, "{who}: the card refused a {what}");
         }
-        assert_eq!(operational.len(), deployments.len());
+        assert!(verdict.failed.is_empty(), "{who}: {:?}", verdict.failed);
     }
     verdict.installs = accepted(&for_install);
     verdict
