@@ -304,3 +304,36 @@ async fn lost_report_then_new_agent_run() {
     })
     .await;
 }
+
+/// Regression: a node killed after committing a session's Stop but before releasing the SE's
+/// lease left the lease to a session that is over; the SE's next session then waited (long
+/// polls) for the whole lease TTL (60 s) before it could work. Now a lease held by a CLOSED or
+/// EXPIRED session is taken at once. The state such a kill leaves is made by hand here (the
+/// window is microseconds wide): the lease row of the closed session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_left_by_a_closed_session_is_taken_over() {
+    let db = sqlite().await;
+    with_db(db, |db| async move {
+        let tmp = test_dir("stale-lease");
+        let s = setup(db, tmp.path()).await;
+        let mut work = new_phones(&s, "lease", 31, &[ESE_SCP03]).await;
+        let base = s.server.lock().await.base();
+        let w = &mut work[0];
+        run_to_stop(&mut w.phone, &base, &w.session, Duration::from_secs(30), Duration::from_secs(30)).await;
+        let se = tsm_server::domain::SeId::new(&work[0].phone.se_id).unwrap();
+        let closed = format!("seram:{}", work[0].session);
+        assert!(s.db.store.acquire_se_lease(&se, &closed, Duration::from_secs(60)).await.unwrap().is_some());
+
+        queue_op(&s, &mut work, "suspend").await;
+        let t0 = Instant::now();
+        // Well below the lease's 60 s: the agent gives up (and fails the test) after 20 s.
+        let w = &mut work[0];
+        let gave_up = run_to_stop(&mut w.phone, &base, &w.session, Duration::from_secs(20), Duration::from_secs(20)).await;
+        assert_eq!(gave_up, 0);
+        assert!(t0.elapsed() < Duration::from_secs(10), "the suspend waited {:.1?} for the lease", t0.elapsed());
+        let w = &work[0];
+        verify_phone(&s.db, &s.api, &s.tenant, &w.phone, &w.ops, LogMatch::Exact).await;
+        verify_session_closed(&s.db, &w.phone, &w.session).await;
+    })
+    .await;
+}

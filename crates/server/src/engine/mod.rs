@@ -262,7 +262,23 @@ impl Engine {
     }
 
     /// Holds (takes or renews) the SE lease for session `sid`; `false` if another holds it.
+    ///
+    /// A lease still held by a session that is over (CLOSED or EXPIRED: a node died between
+    /// committing the session's end and releasing the lease) is freed and taken at once rather
+    /// than after its TTL. Such a session never works on its SE again, and the release is
+    /// conditional on its holder name, so a live holder is never displaced.
     async fn hold(&self, sid: SeramSessionId, se: &SeId) -> Result<bool, EngineError> {
+        if self.st.store.acquire_se_lease(se, &holder(sid), self.lease_ttl()).await?.is_some() {
+            return Ok(true);
+        }
+        let Some(lease) = self.st.store.leases().get(se).await? else { return Ok(false) };
+        let Some(other) = lease.holder.strip_prefix("seram:").and_then(|s| s.parse::<SeramSessionId>().ok()) else { return Ok(false) };
+        let over = self.st.store.seram_sessions().get(other).await?.is_some_and(|s| matches!(s.state, SeramSessionState::Closed | SeramSessionState::Expired));
+        if !over {
+            return Ok(false);
+        }
+        tracing::info!(se = %se, holder = %lease.holder, "the SE's lease was left by a session that is over: taken over");
+        self.st.store.release_se_lease(se, &lease.holder).await?;
         Ok(self.st.store.acquire_se_lease(se, &holder(sid), self.lease_ttl()).await?.is_some())
     }
 
