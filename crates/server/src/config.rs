@@ -131,6 +131,9 @@ pub enum KeysConfig {
         /// Wrap through process memory where the token cannot wrap as GP requires.
         #[serde(default)]
         allow_clear_rewrap: bool,
+        /// Let several threads use the token at once (thread-safe HSM modules only).
+        #[serde(default)]
+        concurrent_sessions: bool,
     },
 }
 
@@ -256,6 +259,7 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("TSM_PKCS11_TOKEN", "keys.token", EnvKind::Text),
     ("TSM_PKCS11_PIN", "keys.pin", EnvKind::Text),
     ("TSM_PKCS11_ALLOW_CLEAR_REWRAP", "keys.allow_clear_rewrap", EnvKind::Boolean),
+    ("TSM_PKCS11_CONCURRENT_SESSIONS", "keys.concurrent_sessions", EnvKind::Boolean),
     ("TSM_SERAM_LONG_POLL_SECONDS", "seram.long_poll_seconds", EnvKind::Integer),
     ("TSM_SERAM_ORDER_DELAY_MS", "seram.order_delay_ms", EnvKind::Integer),
     ("TSM_SERAM_LEASE_TTL_SECONDS", "seram.lease_ttl_seconds", EnvKind::Integer),
@@ -427,11 +431,11 @@ impl Config {
                 let key = parse_master_key(&raw).map_err(|_| ConfigError::invalid("keys.master", "the master key must be 64 hex digits or 32 raw bytes"))?;
                 Ok(Arc::new(SoftwareKeyStore::connect(&self.database.url, key)?))
             }
-            KeysConfig::Pkcs11 { module, token, pin, allow_clear_rewrap } => {
+            KeysConfig::Pkcs11 { module, token, pin, allow_clear_rewrap, concurrent_sessions } => {
                 let raw = SecretSource::parse("keys.pin", pin)?.resolve("keys.pin")?;
                 let text = Zeroizing::new(String::from_utf8(raw.to_vec()).map_err(|_| ConfigError::invalid("keys.pin", "the PIN is not UTF-8"))?);
                 let pin = text.trim_end_matches(['\r', '\n']);
-                Ok(Arc::new(Pkcs11KeyStore::open(module, token, pin, Pkcs11Options { allow_clear_rewrap: *allow_clear_rewrap })?))
+                Ok(Arc::new(Pkcs11KeyStore::open(module, token, pin, Pkcs11Options { allow_clear_rewrap: *allow_clear_rewrap, concurrent_sessions: *concurrent_sessions })?))
             }
         }
     }
@@ -531,7 +535,7 @@ mod tests {
         assert_eq!(c.seram.long_poll_seconds, 5);
         assert_eq!(
             c.keys,
-            KeysConfig::Pkcs11 { module: "/usr/lib/softhsm/libsofthsm2.so".into(), token: "tsm".into(), pin: "file:/run/secrets/pin".into(), allow_clear_rewrap: true }
+            KeysConfig::Pkcs11 { module: "/usr/lib/softhsm/libsofthsm2.so".into(), token: "tsm".into(), pin: "file:/run/secrets/pin".into(), allow_clear_rewrap: true, concurrent_sessions: false }
         );
         assert_eq!(invalid_key(parse("", &[("TSM_SERAM_LONG_POLL_SECONDS", "soon")])), "TSM_SERAM_LONG_POLL_SECONDS (seram.long_poll_seconds)");
         // Every override names an existing key: applying all of them parses.

@@ -288,7 +288,7 @@ fn softhsm() -> &'static Path {
 
 fn pkcs11(allow_clear_rewrap: bool) -> Pkcs11KeyStore {
     softhsm();
-    Pkcs11KeyStore::open(Path::new(MODULE), TOKEN, PIN, Pkcs11Options { allow_clear_rewrap }).unwrap()
+    Pkcs11KeyStore::open(Path::new(MODULE), TOKEN, PIN, Pkcs11Options { allow_clear_rewrap, concurrent_sessions: false }).unwrap()
 }
 
 #[test]
@@ -339,4 +339,36 @@ fn pkcs11_keys_are_sensitive_and_policy_holds() {
     // The token is found by label; a wrong label is a clear error.
     let e = Pkcs11KeyStore::open(Path::new(MODULE), "no-such-token", PIN, Pkcs11Options::default()).unwrap_err();
     assert!(e.to_string().contains("no-such-token"), "{e}");
+}
+
+/// Two nodes (two stores on one token) generating the same key id at the same moment: the
+/// token has no atomic create-if-absent, so both objects may exist for a while, but once both
+/// creations returned, every lookup on either node resolves to the same key (the oldest by
+/// creation id), and a losing creator that saw the other object removed its own. The server
+/// serializes first creations of shared keys with a database lease on top of this.
+#[test]
+fn pkcs11_concurrent_creation_of_one_id_resolves_to_one_key_on_both_nodes() {
+    let a = std::sync::Arc::new(pkcs11(false));
+    let b = std::sync::Arc::new(pkcs11(false));
+    for round in 0..12 {
+        let kid = id(format!("tsm/race/{round}"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let run = |ks: std::sync::Arc<Pkcs11KeyStore>| {
+            let (kid, barrier) = (kid.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                match ks.generate(&kid, KeyAlg::Aes128) {
+                    Ok(_) | Err(KeyStoreError::AlreadyExists(_)) => {}
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+            })
+        };
+        let (ta, tb) = (run(a.clone()), run(b.clone()));
+        ta.join().unwrap();
+        tb.join().unwrap();
+        let fa = fingerprint(a.handle(&kid).expect("a key under the id").as_ref());
+        let fb = fingerprint(b.handle(&kid).expect("a key under the id").as_ref());
+        assert_eq!(fa, fb, "round {round}: both nodes resolve the id to the same key");
+        assert_eq!(fingerprint(a.handle(&kid).unwrap().as_ref()), fa, "round {round}: stable");
+    }
 }

@@ -193,17 +193,58 @@ async fn expire(state: &AppState, mut s: SeramSession) -> ApiResult<()> {
 
 // ---- cookies -----------------------------------------------------------------------------------
 
+/// Lease row that serializes the creation of the cookie key across nodes (the `se_leases`
+/// table doubles as a general named lock; no SE id contains `/`... nor this name).
+const COOKIE_KEY_LEASE: &str = "tsm:key:seram-order-mac";
+
+/// Makes sure the cookie key exists. Key stores have no atomic create-if-absent that holds
+/// across nodes (two PKCS#11 sessions can each create an object with the same label), so the
+/// first creation is serialized by a database lease: the holder creates the key if it is still
+/// missing, the others wait for it.
+async fn ensure_cookie_key(state: &AppState) -> ApiResult<()> {
+    let exists = |keys: std::sync::Arc<dyn crate::keys::KeyStore>| async move {
+        tokio::task::spawn_blocking(move || -> Result<bool, KeyStoreError> { Ok(keys.info(&KeyId::new(COOKIE_KEY)?)?.is_some()) })
+            .await
+            .map_err(|e| ApiError::internal("engine.internal", e.to_string()))?
+            .map_err(key_err)
+    };
+    if exists(state.keys.clone()).await? {
+        return Ok(());
+    }
+    let lease = SeId::new(COOKIE_KEY_LEASE).map_err(|e| ApiError::internal("engine.internal", e.to_string()))?;
+    let holder = format!("{}:{}", state.node_id, uuid::Uuid::new_v4());
+    for _ in 0..200 {
+        if state.store.leases().acquire(&lease, &holder, std::time::Duration::from_secs(30)).await?.is_some() {
+            let keys = state.keys.clone();
+            let made = tokio::task::spawn_blocking(move || -> Result<(), KeyStoreError> {
+                let id = KeyId::new(COOKIE_KEY)?;
+                if keys.info(&id)?.is_none() {
+                    match keys.generate(&id, KeyAlg::Aes256) {
+                        Ok(_) | Err(KeyStoreError::AlreadyExists(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| ApiError::internal("engine.internal", e.to_string()));
+            let _ = state.store.leases().release(&lease, &holder).await;
+            return made?.map_err(key_err);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if exists(state.keys.clone()).await? {
+            return Ok(());
+        }
+    }
+    Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine.keys", "the SERAM cookie key is being created by another node; try again"))
+}
+
 async fn cookie_mac(state: &AppState, sid: SeramSessionId, seq: i64) -> ApiResult<String> {
+    ensure_cookie_key(state).await?;
     let keys = state.keys.clone();
     let msg = format!("{ORDER_COOKIE}|{sid}|{seq}").into_bytes();
     let mac = tokio::task::spawn_blocking(move || -> Result<[u8; 16], KeyStoreError> {
         let id = KeyId::new(COOKIE_KEY)?;
-        if keys.info(&id)?.is_none() {
-            match keys.generate(&id, KeyAlg::Aes256) {
-                Ok(_) | Err(KeyStoreError::AlreadyExists(_)) => {} // another node made it first
-                Err(e) => return Err(e),
-            }
-        }
         Ok(keys.handle(&id)?.cmac(&msg)?)
     })
     .await

@@ -55,6 +55,11 @@ pub struct Pkcs11Options {
     /// Allow wrapping through process memory when the token cannot wrap as GP requires
     /// (module docs). Off by default; SoftHSM2 needs it for SCP02 wrapping.
     pub allow_clear_rewrap: bool,
+    /// Let several threads use the token at once. Off by default: every call to the token is
+    /// serialized, because some modules (SoftHSM2, softhsm/SoftHSMv2#573) fail intermittently
+    /// with `CKR_GENERAL_ERROR` when objects are created while other sessions are active. Turn it
+    /// on for HSMs whose modules are known to be thread-safe.
+    pub concurrent_sessions: bool,
 }
 
 /// `CK_KEY_DERIVATION_STRING_DATA` (PKCS#11 2.40 §2.12.1).
@@ -82,8 +87,10 @@ fn raw_mechanism(val: c_ulong) -> MechanismType {
 
 /// One loaded and initialized module per path, for the whole process: `C_Initialize` may run
 /// once, and a second `Pkcs11` on the same library would share its state anyway.
-fn context(module: &Path) -> Result<Pkcs11, KeyStoreError> {
-    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+/// With it, the lock that serializes calls into that module: shared by every store of the
+/// process on that module (two stores on one token are one module's state).
+fn context(module: &Path) -> Result<(Pkcs11, Arc<Mutex<()>>), KeyStoreError> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, (Pkcs11, Arc<Mutex<()>>)>>> = OnceLock::new();
     let mut map = CONTEXTS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
     if let Some(c) = map.get(module) {
         return Ok(c.clone());
@@ -93,8 +100,9 @@ fn context(module: &Path) -> Result<Pkcs11, KeyStoreError> {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => return Err(KeyStoreError::Pkcs11(format!("C_Initialize: {e}"))),
     }
-    map.insert(module.to_path_buf(), ctx.clone());
-    Ok(ctx)
+    let serial = Arc::new(Mutex::new(()));
+    map.insert(module.to_path_buf(), (ctx.clone(), serial.clone()));
+    Ok((ctx, serial))
 }
 
 fn ck(e: CkError) -> KeyStoreError {
@@ -117,6 +125,9 @@ struct Inner {
     idle: Mutex<Vec<Session>>,
     /// Holds the login, and owns the session objects (derived keys).
     keeper: Mutex<Session>,
+    /// Held around every call into the module unless `concurrent_sessions` (per module, see
+    /// [`context`]).
+    serial: Arc<Mutex<()>>,
 }
 
 impl Inner {
@@ -126,9 +137,34 @@ impl Inner {
             Some(s) => s,
             None => self.ctx.open_rw_session(self.slot)?,
         };
-        let r = f(&s);
+        let r = if self.options.concurrent_sessions {
+            f(&s)
+        } else {
+            let _one_at_a_time = self.serial.lock().unwrap_or_else(|p| p.into_inner());
+            f(&s)
+        };
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(s);
         r
+    }
+
+    /// Of several token objects with one label (two nodes created a key at once), the one
+    /// created first: `CKA_ID` holds the creation time and a random tie-breaker, and objects
+    /// created before ids were set (empty id) count as oldest. Every node picks the same one.
+    fn oldest(&self, objs: &[ObjectHandle]) -> Result<ObjectHandle, KeyStoreError> {
+        let mut best: Option<(Vec<u8>, ObjectHandle)> = None;
+        for &o in objs {
+            // An object its creator has just removed (it lost the race) is skipped.
+            let attrs = match self.with_session(|s| s.get_attributes(o, &[AttributeType::Id])) {
+                Ok(a) => a,
+                Err(e) if matches!(rv(&e), Some(RvError::ObjectHandleInvalid)) => continue,
+                Err(e) => return Err(ck(e)),
+            };
+            let id = attrs.into_iter().find_map(|a| if let Attribute::Id(v) = a { Some(v) } else { None }).unwrap_or_default();
+            if best.as_ref().is_none_or(|(b, _)| id < *b) {
+                best = Some((id, o));
+            }
+        }
+        best.map(|(_, o)| o).ok_or_else(|| KeyStoreError::Pkcs11("no object to choose from".into()))
     }
 
     fn find(&self, id: &KeyId) -> Result<Option<ObjectHandle>, KeyStoreError> {
@@ -138,7 +174,8 @@ impl Inner {
         match found.len() {
             0 => Ok(None),
             1 => Ok(Some(found[0])),
-            n => Err(KeyStoreError::Pkcs11(format!("{n} token objects are labelled {id}"))),
+            // A concurrent creation not settled yet: the oldest is the one that stays.
+            _ => self.oldest(&found).map(Some),
         }
     }
 
@@ -183,6 +220,16 @@ fn key_type(alg: KeyAlg) -> Result<KeyType, KeyStoreError> {
 }
 
 /// Attributes of a token key (see the module docs for the policy).
+/// `CKA_ID` of a new token object: creation time (ms, big-endian) ‖ 8 random bytes, so that
+/// concurrent creations of one label resolve to the same survivor on every node.
+fn creation_id() -> Vec<u8> {
+    let mut id = (crate::domain::now_ms() as u64).to_be_bytes().to_vec();
+    let mut r = [0u8; 8];
+    let _ = getrandom::fill(&mut r);
+    id.extend_from_slice(&r);
+    id
+}
+
 fn token_template(id: &KeyId, alg: KeyAlg) -> Result<Vec<Attribute>, KeyStoreError> {
     let master = id.is_master();
     Ok(vec![
@@ -191,6 +238,7 @@ fn token_template(id: &KeyId, alg: KeyAlg) -> Result<Vec<Attribute>, KeyStoreErr
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Label(id.as_str().as_bytes().to_vec()),
+        Attribute::Id(creation_id()),
         Attribute::Sensitive(true),
         Attribute::Extractable(!master),
         Attribute::Encrypt(true),
@@ -298,7 +346,7 @@ impl std::fmt::Debug for Pkcs11KeyStore {
 impl Pkcs11KeyStore {
     /// Loads `module`, finds the token labelled `token_label` and logs in with the user PIN.
     pub fn open(module: &Path, token_label: &str, pin: &str, options: Pkcs11Options) -> Result<Self, KeyStoreError> {
-        let ctx = context(module)?;
+        let (ctx, serial) = context(module)?;
         let mut slot = None;
         for s in ctx.get_slots_with_token().map_err(ck)? {
             if ctx.get_token_info(s).is_ok_and(|info| info.label().trim_end() == token_label) {
@@ -312,7 +360,7 @@ impl Pkcs11KeyStore {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(e) => return Err(KeyStoreError::Pkcs11(format!("login to token {token_label:?}: {e}"))),
         }
-        Ok(Pkcs11KeyStore { inner: Arc::new(Inner { ctx, slot, token: token_label.to_string(), options, idle: Mutex::new(Vec::new()), keeper: Mutex::new(keeper) }) })
+        Ok(Pkcs11KeyStore { inner: Arc::new(Inner { ctx, slot, token: token_label.to_string(), options, idle: Mutex::new(Vec::new()), keeper: Mutex::new(keeper), serial }) })
     }
 
     fn object(&self, id: &KeyId) -> Result<ObjectHandle, KeyStoreError> {
@@ -331,7 +379,9 @@ impl Pkcs11KeyStore {
             .inner
             .with_session(|s| s.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Token(true), Attribute::Label(id.as_str().as_bytes().to_vec())]))
             .map_err(ck)?;
-        if all.len() > 1 {
+        // Another node created the same id concurrently: the oldest object stays (every node
+        // agrees on it), the others are removed by their creators.
+        if all.len() > 1 && self.inner.oldest(&all)? != obj {
             let _ = self.inner.with_session(|s| s.destroy_object(obj));
             return Err(KeyStoreError::AlreadyExists(id.clone()));
         }

@@ -104,7 +104,7 @@ fn softhsm() -> &'static Path {
         // can each destroy their copy as the duplicate of the other's, and a cookie MAC'd under
         // a destroyed copy no longer verifies (`seram.bad_report`). Provision it once, before any
         // node starts, as an operator would.
-        let ks = Pkcs11KeyStore::open(Path::new(SOFTHSM_MODULE), SOFTHSM_TOKEN, SOFTHSM_PIN, Pkcs11Options { allow_clear_rewrap: true }).expect("the SoftHSM2 token");
+        let ks = Pkcs11KeyStore::open(Path::new(SOFTHSM_MODULE), SOFTHSM_TOKEN, SOFTHSM_PIN, Pkcs11Options { allow_clear_rewrap: true, concurrent_sessions: false }).expect("the SoftHSM2 token");
         ks.generate(&KeyId::new(COOKIE_KEY).unwrap(), KeyAlg::Aes256).expect("the SERAM cookie key");
         dir
     })
@@ -133,7 +133,7 @@ pub fn keys_config(kind: KeyStoreKind) -> KeysConfig {
         KeyStoreKind::SoftHsm => {
             let dir = softhsm();
             // SoftHSM2 cannot wrap as SCP02 PUT KEY / STORE DATA need (docs/configuration.md).
-            KeysConfig::Pkcs11 { module: SOFTHSM_MODULE.into(), token: SOFTHSM_TOKEN.into(), pin: format!("file:{}", dir.join("pin").display()), allow_clear_rewrap: true }
+            KeysConfig::Pkcs11 { module: SOFTHSM_MODULE.into(), token: SOFTHSM_TOKEN.into(), pin: format!("file:{}", dir.join("pin").display()), allow_clear_rewrap: true, concurrent_sessions: false }
         }
     }
 }
