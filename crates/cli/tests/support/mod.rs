@@ -5,13 +5,15 @@
 //! - [`Phone`]: a simulated card made with `tsm card new` (state file + `.key`), the SE
 //!   registration the TSM gets for it, and [`Phone::agent`] to run `tsm agent` on it with an
 //!   APDU log (`--apdu-log`): the card's own record of what it received.
-//! - [`Forwarder`]: an HTTP forwarder between the agents and the servers: each request to the
-//!   next server in turn, answers dropped or servers killed at chosen requests.
+//! - [`Forwarder`]: an HTTP forwarder between the agents and the servers: each session's
+//!   requests to the servers in turn, answers dropped or servers killed (SIGKILL, SIGTERM) at
+//!   chosen requests by a [`controller`] that restarts them; [`timed_kills`] kills at random
+//!   times instead.
 //! - [`Api`]: the provider and admin API over HTTP, for onboarding and for reading processes.
 //! - [`verify_phone`]: everything "nothing lost, nothing applied twice" means for one card.
 //!
 //! Every child process is killed when its guard drops (also when a test panics); the logs of
-//! servers and agents are printed when a test fails.
+//! servers and agents are printed when a test fails, and `TSM_KEEP_TEST_DIRS=1` keeps them.
 #![allow(dead_code)]
 
 use serde_json::{Value, json};
