@@ -8,7 +8,9 @@
 //! store's owner may move it under `store` with one `pub mod` line.
 
 use crate::store::log::{NewAuditEntry, insert_audit};
-use crate::store::{Store, StoreError, db_err, parsed, to_json};
+use crate::store::processes::insert_process;
+use crate::store::seram::insert_session;
+use crate::store::{Store, StoreError, db_err, parsed};
 use crate::domain::*;
 
 /// What [`Store::queue_instance_process`] did.
@@ -70,49 +72,8 @@ impl Store {
         {
             return Ok(QueueOutcome::InFlight(parsed(&r, "id")?));
         }
-        sqlx::query(
-            "INSERT INTO processes (id, provider_id, service_instance_id, se_id, operation, state, steps_done, steps_total, apdus, round_trips, error_code, error_message, planner_state, seram_session_id, version, created_at, updated_at, started_at, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-        )
-        .bind(process.id.to_string())
-        .bind(process.provider_id.to_string())
-        .bind(instance_id.to_string())
-        .bind(process.se_id.as_str())
-        .bind(process.operation.as_str())
-        .bind(process.state.as_str())
-        .bind(i64::from(process.progress.steps_done))
-        .bind(i64::from(process.progress.steps_total))
-        .bind(i64::from(process.progress.apdus))
-        .bind(i64::from(process.progress.round_trips))
-        .bind(process.error.as_ref().map(|e| e.code.clone()))
-        .bind(process.error.as_ref().map(|e| e.message.clone()))
-        .bind(process.planner_state.as_ref().map(to_json).transpose()?)
-        .bind(process.seram_session_id.map(|s| s.to_string()))
-        .bind(process.version)
-        .bind(process.created_at)
-        .bind(process.updated_at)
-        .bind(process.started_at)
-        .bind(process.finished_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("process"))?;
-        sqlx::query(
-            "INSERT INTO seram_sessions (id, se_id, process_id, state, order_json, order_seq, last_report_hash, last_activity, created_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(session.id.to_string())
-        .bind(session.se_id.as_str())
-        .bind(session.process_id.map(|p| p.to_string()))
-        .bind(session.state.as_str())
-        .bind(session.order.as_ref().map(to_json).transpose()?)
-        .bind(session.order_seq)
-        .bind(&session.last_report_hash)
-        .bind(session.last_activity)
-        .bind(session.created_at)
-        .bind(session.version)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("seram session"))?;
+        insert_process(&mut tx, process).await?;
+        insert_session(&mut tx, session).await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(db_err("process"))?;
         Ok(QueueOutcome::Queued)

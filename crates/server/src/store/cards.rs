@@ -3,6 +3,7 @@
 
 use super::{Store, StoreError, b, col, db_err, flag, hex_opt, int, int_opt, json_opt, parsed, parsed_opt, to_json};
 use crate::domain::*;
+use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 pub struct Issuers<'a> {
@@ -181,23 +182,8 @@ impl SecureElements<'_> {
 
     /// Writes what the TSM learned of the card (SCP, counter, KDD, registry) and its keyset.
     pub async fn update_card_state(&self, e: &SecureElement) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE secure_elements SET isd_keyset_id = $1, scp = $2, scp_i = $3, sequence_counter = $4, sequence_counter_current = $5, kdd = $6, registry_json = $7, registry_read_at = $8, updated_at = $9 WHERE id = $10",
-        )
-        .bind(e.isd_keyset_id.map(|i| i.to_string()))
-        .bind(e.scp.map(i64::from))
-        .bind(e.scp_i.map(i64::from))
-        .bind(e.sequence_counter.map(i64::from))
-        .bind(b(e.sequence_counter_current))
-        .bind(e.kdd.as_ref().map(|k| tsm_gp::hex::encode(k)))
-        .bind(e.registry.as_ref().map(to_json).transpose()?)
-        .bind(e.registry_read_at)
-        .bind(now_ms())
-        .bind(e.id.as_str())
-        .execute(self.s.pool())
-        .await
-        .map_err(db_err("secure element"))?;
-        Ok(r.rows_affected() == 1)
+        let mut c = self.s.pool().acquire().await.map_err(db_err("secure element"))?;
+        update_card_state(&mut c, e).await
     }
 
     /// Records the sequence counter and whether it is known to be current.
@@ -212,6 +198,27 @@ impl SecureElements<'_> {
             .map_err(db_err("secure element"))?;
         Ok(r.rows_affected() == 1)
     }
+}
+
+/// See [`SecureElements::update_card_state`]; `false` if there is no such SE.
+pub(crate) async fn update_card_state(c: &mut AnyConnection, e: &SecureElement) -> Result<bool, StoreError> {
+    let r = sqlx::query(
+        "UPDATE secure_elements SET isd_keyset_id = $1, scp = $2, scp_i = $3, sequence_counter = $4, sequence_counter_current = $5, kdd = $6, registry_json = $7, registry_read_at = $8, updated_at = $9 WHERE id = $10",
+    )
+    .bind(e.isd_keyset_id.map(|i| i.to_string()))
+    .bind(e.scp.map(i64::from))
+    .bind(e.scp_i.map(i64::from))
+    .bind(e.sequence_counter.map(i64::from))
+    .bind(b(e.sequence_counter_current))
+    .bind(e.kdd.as_ref().map(|k| tsm_gp::hex::encode(k)))
+    .bind(e.registry.as_ref().map(to_json).transpose()?)
+    .bind(e.registry_read_at)
+    .bind(now_ms())
+    .bind(e.id.as_str())
+    .execute(&mut *c)
+    .await
+    .map_err(db_err("secure element"))?;
+    Ok(r.rows_affected() == 1)
 }
 
 pub struct SecurityDomains<'a> {
@@ -291,17 +298,8 @@ impl SecurityDomains<'_> {
 
     /// Updates keyset, quota and life cycle (engine use).
     pub async fn update_unscoped(&self, d: &SecurityDomain) -> Result<bool, StoreError> {
-        let quota = d.memory_quota.map(|q| i64::try_from(q).map_err(|_| StoreError::Invalid("memory quota too large".into()))).transpose()?;
-        let r = sqlx::query("UPDATE security_domains SET keyset_id = $1, memory_quota = $2, life_cycle = $3, updated_at = $4 WHERE id = $5")
-            .bind(d.keyset_id.map(|k| k.to_string()))
-            .bind(quota)
-            .bind(d.life_cycle.map(i64::from))
-            .bind(now_ms())
-            .bind(d.id.to_string())
-            .execute(self.s.pool())
-            .await
-            .map_err(db_err("security domain"))?;
-        Ok(r.rows_affected() == 1)
+        let mut c = self.s.pool().acquire().await.map_err(db_err("security domain"))?;
+        update_security_domain(&mut c, d).await
     }
 
     /// Forgets an SD that is no longer on the card (engine use, after DELETE).
@@ -309,4 +307,19 @@ impl SecurityDomains<'_> {
         let r = sqlx::query("DELETE FROM security_domains WHERE id = $1").bind(id.to_string()).execute(self.s.pool()).await.map_err(db_err("security domain"))?;
         Ok(r.rows_affected() == 1)
     }
+}
+
+/// See [`SecurityDomains::update_unscoped`]; `false` if there is no such SD.
+pub(crate) async fn update_security_domain(c: &mut AnyConnection, d: &SecurityDomain) -> Result<bool, StoreError> {
+    let quota = d.memory_quota.map(|q| i64::try_from(q).map_err(|_| StoreError::Invalid("memory quota too large".into()))).transpose()?;
+    let r = sqlx::query("UPDATE security_domains SET keyset_id = $1, memory_quota = $2, life_cycle = $3, updated_at = $4 WHERE id = $5")
+        .bind(d.keyset_id.map(|k| k.to_string()))
+        .bind(quota)
+        .bind(d.life_cycle.map(i64::from))
+        .bind(now_ms())
+        .bind(d.id.to_string())
+        .execute(&mut *c)
+        .await
+        .map_err(db_err("security domain"))?;
+    Ok(r.rows_affected() == 1)
 }

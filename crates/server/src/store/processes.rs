@@ -191,32 +191,7 @@ impl Processes<'_> {
                 return Err(StoreError::Reference { entity: "process", detail: "service instance not found for this provider and SE".into() });
             }
         }
-        sqlx::query(
-            "INSERT INTO processes (id, provider_id, service_instance_id, se_id, operation, state, steps_done, steps_total, apdus, round_trips, error_code, error_message, planner_state, seram_session_id, version, created_at, updated_at, started_at, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-        )
-        .bind(p.id.to_string())
-        .bind(p.provider_id.to_string())
-        .bind(p.service_instance_id.map(|i| i.to_string()))
-        .bind(p.se_id.as_str())
-        .bind(p.operation.as_str())
-        .bind(p.state.as_str())
-        .bind(i64::from(p.progress.steps_done))
-        .bind(i64::from(p.progress.steps_total))
-        .bind(i64::from(p.progress.apdus))
-        .bind(i64::from(p.progress.round_trips))
-        .bind(p.error.as_ref().map(|e| e.code.clone()))
-        .bind(p.error.as_ref().map(|e| e.message.clone()))
-        .bind(p.planner_state.as_ref().map(to_json).transpose()?)
-        .bind(p.seram_session_id.map(|s| s.to_string()))
-        .bind(p.version)
-        .bind(p.created_at)
-        .bind(p.updated_at)
-        .bind(p.started_at)
-        .bind(p.finished_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("process"))?;
+        insert_process(&mut tx, p).await?;
         for s in steps {
             upsert_step(&mut tx, p.id, s).await?;
         }
@@ -281,29 +256,7 @@ impl Processes<'_> {
     /// is written if the version moved.
     pub async fn commit(&self, p: &Process, extra: ProcessCommit<'_>) -> Result<i64, StoreError> {
         let mut tx = self.s.pool().begin().await.map_err(db_err("process"))?;
-        let r = sqlx::query(
-            "UPDATE processes SET state = $1, steps_done = $2, steps_total = $3, apdus = $4, round_trips = $5, error_code = $6, error_message = $7, \
-             planner_state = $8, seram_session_id = $9, updated_at = $10, started_at = $11, finished_at = $12, version = version + 1 \
-             WHERE id = $13 AND version = $14",
-        )
-        .bind(p.state.as_str())
-        .bind(i64::from(p.progress.steps_done))
-        .bind(i64::from(p.progress.steps_total))
-        .bind(i64::from(p.progress.apdus))
-        .bind(i64::from(p.progress.round_trips))
-        .bind(p.error.as_ref().map(|e| e.code.clone()))
-        .bind(p.error.as_ref().map(|e| e.message.clone()))
-        .bind(p.planner_state.as_ref().map(to_json).transpose()?)
-        .bind(p.seram_session_id.map(|s| s.to_string()))
-        .bind(now_ms())
-        .bind(p.started_at)
-        .bind(p.finished_at)
-        .bind(p.id.to_string())
-        .bind(p.version)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("process"))?;
-        if r.rows_affected() != 1 {
+        if !update_process(&mut tx, p).await? {
             let exists = sqlx::query("SELECT version FROM processes WHERE id = $1")
                 .bind(p.id.to_string())
                 .fetch_optional(&mut *tx)
@@ -314,20 +267,7 @@ impl Processes<'_> {
                 None => StoreError::NotFound { entity: "process", id: p.id.to_string() },
             });
         }
-        for s in extra.steps {
-            upsert_step(&mut tx, p.id, s).await?;
-        }
-        for a in extra.apdus {
-            if a.process_id != p.id {
-                return Err(StoreError::Invalid("APDU log entry of another process".into()));
-            }
-            insert_apdu(&mut tx, a).await?;
-        }
-        if let Some((inst, state)) = extra.instance_state
-            && !set_instance_state(&mut tx, inst, state).await?
-        {
-            return Err(StoreError::NotFound { entity: "service instance", id: inst.to_string() });
-        }
+        write_parts(&mut tx, p.id, extra.steps, extra.apdus, extra.instance_state).await?;
         if let Some(a) = &extra.audit {
             insert_audit(&mut tx, a).await?;
         }
@@ -350,6 +290,92 @@ impl Processes<'_> {
             .map(step)
             .collect()
     }
+}
+
+/// Inserts a process row as given (its version included).
+pub(crate) async fn insert_process(c: &mut AnyConnection, p: &Process) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO processes (id, provider_id, service_instance_id, se_id, operation, state, steps_done, steps_total, apdus, round_trips, error_code, error_message, planner_state, seram_session_id, version, created_at, updated_at, started_at, finished_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+    )
+    .bind(p.id.to_string())
+    .bind(p.provider_id.to_string())
+    .bind(p.service_instance_id.map(|i| i.to_string()))
+    .bind(p.se_id.as_str())
+    .bind(p.operation.as_str())
+    .bind(p.state.as_str())
+    .bind(i64::from(p.progress.steps_done))
+    .bind(i64::from(p.progress.steps_total))
+    .bind(i64::from(p.progress.apdus))
+    .bind(i64::from(p.progress.round_trips))
+    .bind(p.error.as_ref().map(|e| e.code.clone()))
+    .bind(p.error.as_ref().map(|e| e.message.clone()))
+    .bind(p.planner_state.as_ref().map(to_json).transpose()?)
+    .bind(p.seram_session_id.map(|s| s.to_string()))
+    .bind(p.version)
+    .bind(p.created_at)
+    .bind(p.updated_at)
+    .bind(p.started_at)
+    .bind(p.finished_at)
+    .execute(&mut *c)
+    .await
+    .map_err(db_err("process"))?;
+    Ok(())
+}
+
+/// Writes the process row if the stored version is still `p.version` (it then becomes
+/// `p.version + 1`); `false` if no row was written (the version moved, or no such process).
+pub(crate) async fn update_process(c: &mut AnyConnection, p: &Process) -> Result<bool, StoreError> {
+    let r = sqlx::query(
+        "UPDATE processes SET state = $1, steps_done = $2, steps_total = $3, apdus = $4, round_trips = $5, error_code = $6, error_message = $7, \
+         planner_state = $8, seram_session_id = $9, updated_at = $10, started_at = $11, finished_at = $12, version = version + 1 \
+         WHERE id = $13 AND version = $14",
+    )
+    .bind(p.state.as_str())
+    .bind(i64::from(p.progress.steps_done))
+    .bind(i64::from(p.progress.steps_total))
+    .bind(i64::from(p.progress.apdus))
+    .bind(i64::from(p.progress.round_trips))
+    .bind(p.error.as_ref().map(|e| e.code.clone()))
+    .bind(p.error.as_ref().map(|e| e.message.clone()))
+    .bind(p.planner_state.as_ref().map(to_json).transpose()?)
+    .bind(p.seram_session_id.map(|s| s.to_string()))
+    .bind(now_ms())
+    .bind(p.started_at)
+    .bind(p.finished_at)
+    .bind(p.id.to_string())
+    .bind(p.version)
+    .execute(&mut *c)
+    .await
+    .map_err(db_err("process"))?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// What goes with a process row in its transaction, in this order: its steps (inserted or
+/// overwritten by ordinal), new APDU log entries, and its service instance's new state. Steps
+/// and entries of another process are refused, as is an instance that does not exist.
+pub(crate) async fn write_parts(
+    c: &mut AnyConnection,
+    process: ProcessId,
+    steps: &[ProcessStep],
+    apdus: &[ApduLogEntry],
+    instance_state: Option<(ServiceInstanceId, ServiceInstanceState)>,
+) -> Result<(), StoreError> {
+    for s in steps {
+        upsert_step(c, process, s).await?;
+    }
+    for a in apdus {
+        if a.process_id != process {
+            return Err(StoreError::Invalid("APDU log entry of another process".into()));
+        }
+        insert_apdu(c, a).await?;
+    }
+    if let Some((inst, state)) = instance_state
+        && !set_instance_state(c, inst, state).await?
+    {
+        return Err(StoreError::NotFound { entity: "service instance", id: inst.to_string() });
+    }
+    Ok(())
 }
 
 async fn upsert_step(c: &mut AnyConnection, process: ProcessId, s: &ProcessStep) -> Result<(), StoreError> {

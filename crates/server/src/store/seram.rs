@@ -2,6 +2,7 @@
 
 use super::{Store, StoreError, col, db_err, json_opt, parsed, parsed_opt, to_json};
 use crate::domain::*;
+use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 pub struct SeramSessions<'a> {
@@ -25,24 +26,8 @@ fn session(r: &AnyRow) -> Result<SeramSession, StoreError> {
 
 impl SeramSessions<'_> {
     pub async fn create(&self, x: &SeramSession) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO seram_sessions (id, se_id, process_id, state, order_json, order_seq, last_report_hash, last_activity, created_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(x.id.to_string())
-        .bind(x.se_id.as_str())
-        .bind(x.process_id.map(|p| p.to_string()))
-        .bind(x.state.as_str())
-        .bind(x.order.as_ref().map(to_json).transpose()?)
-        .bind(x.order_seq)
-        .bind(&x.last_report_hash)
-        .bind(x.last_activity)
-        .bind(x.created_at)
-        .bind(x.version)
-        .execute(self.s.pool())
-        .await
-        .map_err(db_err("seram session"))?;
-        Ok(())
+        let mut c = self.s.pool().acquire().await.map_err(db_err("seram session"))?;
+        insert_session(&mut c, x).await
     }
 
     pub async fn get(&self, id: SeramSessionId) -> Result<Option<SeramSession>, StoreError> {
@@ -57,22 +42,11 @@ impl SeramSessions<'_> {
 
     /// Writes `x` if the stored version is still `x.version`; returns the new version.
     pub async fn update_if_version(&self, x: &SeramSession) -> Result<i64, StoreError> {
-        let r = sqlx::query(
-            "UPDATE seram_sessions SET process_id = $1, state = $2, order_json = $3, order_seq = $4, last_report_hash = $5, last_activity = $6, version = version + 1 \
-             WHERE id = $7 AND version = $8",
-        )
-        .bind(x.process_id.map(|p| p.to_string()))
-        .bind(x.state.as_str())
-        .bind(x.order.as_ref().map(to_json).transpose()?)
-        .bind(x.order_seq)
-        .bind(&x.last_report_hash)
-        .bind(x.last_activity)
-        .bind(x.id.to_string())
-        .bind(x.version)
-        .execute(self.s.pool())
-        .await
-        .map_err(db_err("seram session"))?;
-        if r.rows_affected() == 1 {
+        let written = {
+            let mut c = self.s.pool().acquire().await.map_err(db_err("seram session"))?;
+            update_session(&mut c, x).await?
+        };
+        if written {
             return Ok(x.version + 1);
         }
         Err(match self.get(x.id).await? {
@@ -92,4 +66,46 @@ impl SeramSessions<'_> {
             .map(session)
             .collect()
     }
+}
+
+pub(crate) async fn insert_session(c: &mut AnyConnection, x: &SeramSession) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO seram_sessions (id, se_id, process_id, state, order_json, order_seq, last_report_hash, last_activity, created_at, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(x.id.to_string())
+    .bind(x.se_id.as_str())
+    .bind(x.process_id.map(|p| p.to_string()))
+    .bind(x.state.as_str())
+    .bind(x.order.as_ref().map(to_json).transpose()?)
+    .bind(x.order_seq)
+    .bind(&x.last_report_hash)
+    .bind(x.last_activity)
+    .bind(x.created_at)
+    .bind(x.version)
+    .execute(&mut *c)
+    .await
+    .map_err(db_err("seram session"))?;
+    Ok(())
+}
+
+/// Writes the session row if the stored version is still `x.version` (it then becomes
+/// `x.version + 1`); `false` if no row was written (the version moved, or no such session).
+pub(crate) async fn update_session(c: &mut AnyConnection, x: &SeramSession) -> Result<bool, StoreError> {
+    let r = sqlx::query(
+        "UPDATE seram_sessions SET process_id = $1, state = $2, order_json = $3, order_seq = $4, last_report_hash = $5, last_activity = $6, version = version + 1 \
+         WHERE id = $7 AND version = $8",
+    )
+    .bind(x.process_id.map(|p| p.to_string()))
+    .bind(x.state.as_str())
+    .bind(x.order.as_ref().map(to_json).transpose()?)
+    .bind(x.order_seq)
+    .bind(&x.last_report_hash)
+    .bind(x.last_activity)
+    .bind(x.id.to_string())
+    .bind(x.version)
+    .execute(&mut *c)
+    .await
+    .map_err(db_err("seram session"))?;
+    Ok(r.rows_affected() == 1)
 }
