@@ -117,6 +117,31 @@ impl Channel {
         self.perso_target = None;
         self.store_next = None;
     }
+
+    /// A command as it arrived, unwrapped by the session if there is one; else the answer to
+    /// give. Secure messaging without a session is refused.
+    pub(crate) fn unwrap_command(&mut self, cmd: &CommandApdu) -> Result<CommandApdu, ResponseApdu> {
+        match self.session.as_mut() {
+            Some(s) => s.channel.unwrap_command(cmd).map_err(|e| {
+                // GPCS 2.3 §10.2.3 / Amd D §6.2.4: a secure messaging error ends the session.
+                self.end_session();
+                ResponseApdu::status(e.card_status())
+            }),
+            None if cmd.is_secure_messaging() => Err(ResponseApdu::status(StatusWord::SECURITY_STATUS_NOT_SATISFIED)),
+            None => Ok(cmd.clone()),
+        }
+    }
+
+    /// A response wrapped by the session if there is one (a failure ends the session).
+    pub(crate) fn wrap_response(&mut self, resp: ResponseApdu) -> ResponseApdu {
+        match self.session.as_mut() {
+            Some(s) => s.channel.wrap_response(resp).unwrap_or_else(|e| {
+                self.end_session();
+                ResponseApdu::status(e.card_status())
+            }),
+            None => resp,
+        }
+    }
 }
 
 /// A simulated GlobalPlatform card. See the crate documentation.
@@ -651,32 +676,15 @@ impl SimCard {
         }
         let c = &mut self.channels[ch as usize];
         c.pending = None;
-        let plain = match c.session.as_mut() {
-            Some(s) => match s.channel.unwrap_command(cmd) {
-                Ok(p) => p,
-                Err(e) => {
-                    c.end_session();
-                    return ResponseApdu::status(e.card_status());
-                }
-            },
-            None if cmd.is_secure_messaging() => return ResponseApdu::status(StatusWord::SECURITY_STATUS_NOT_SATISFIED),
-            None => cmd.clone(),
+        let plain = match c.unwrap_command(cmd) {
+            Ok(p) => p,
+            Err(r) => return r,
         };
         let Some(ctx) = self.app_context(&aid, ch) else { return ResponseApdu::status(StatusWord::FILE_NOT_FOUND) };
         let Some(m) = self.live.get_mut(&aid) else { return ResponseApdu::status(StatusWord::INS_NOT_SUPPORTED) };
         let resp = m.process(&ctx, &plain);
         self.sync_model(&aid);
-        let c = &mut self.channels[ch as usize];
-        match c.session.as_mut() {
-            Some(s) => match s.channel.wrap_response(resp) {
-                Ok(r) => r,
-                Err(e) => {
-                    c.end_session();
-                    ResponseApdu::status(e.card_status())
-                }
-            },
-            None => resp,
-        }
+        self.channels[ch as usize].wrap_response(resp)
     }
 
     /// MANAGE CHANNEL (ISO 7816-4 §11.1.2): open (P1 `00`, P2 `00` for "any" or the channel

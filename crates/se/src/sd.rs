@@ -136,30 +136,12 @@ impl SimCard {
         if c.session.as_ref().is_some_and(|s| s.sd != sd) {
             c.end_session();
         }
-        let plain = match c.session.as_mut() {
-            Some(s) => match s.channel.unwrap_command(cmd) {
-                Ok(p) => p,
-                Err(e) => {
-                    // GPCS 2.3 §10.2.3 / Amd D §6.2.4: a secure messaging error ends the session.
-                    c.end_session();
-                    return ResponseApdu::status(e.card_status());
-                }
-            },
-            None if cmd.is_secure_messaging() => return ResponseApdu::status(StatusWord::SECURITY_STATUS_NOT_SATISFIED),
-            None => cmd.clone(),
+        let plain = match c.unwrap_command(cmd) {
+            Ok(p) => p,
+            Err(r) => return r,
         };
         let resp = self.sd_dispatch(ch, sd, &plain).unwrap_or_else(ResponseApdu::status);
-        let c = &mut self.channels[ch as usize];
-        let resp = match c.session.as_mut() {
-            Some(s) => match s.channel.wrap_response(resp) {
-                Ok(r) => r,
-                Err(e) => {
-                    c.end_session();
-                    ResponseApdu::status(e.card_status())
-                }
-            },
-            None => resp,
-        };
+        let resp = self.channels[ch as usize].wrap_response(resp);
         for a in std::mem::take(&mut self.deferred_evict) {
             self.evict(&a);
         }
