@@ -11,6 +11,7 @@ use super::error::{ApiError, ApiJson, ApiResult, parse_id};
 use crate::app::AppState;
 use crate::domain::*;
 use crate::keys::KeyId;
+use crate::store::StoreError;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -126,6 +127,37 @@ pub async fn keyset_view(state: &AppState, k: &Keyset) -> ApiResult<KeysetView> 
     Ok(KeysetView { id: k.id.0, kvn: k.kvn, alg: key_alg_str(k.alg).into(), kind: k.source.kind().as_str().into(), kcvs, master_keyset_id: master, diversification: method })
 }
 
+/// The view of the key set `id` names, if any and stored.
+async fn keyset_view_of(state: &AppState, id: Option<KeysetId>) -> ApiResult<Option<KeysetView>> {
+    match id {
+        Some(k) => match state.store.keysets().get(k).await? {
+            Some(k) => Ok(Some(keyset_view(state, &k).await?)),
+            None => Ok(None),
+        },
+        None => Ok(None),
+    }
+}
+
+/// Stores `keyset` (imported keys already in the key store), then what `rows` writes. If a
+/// write fails, the imported key values are removed from the key store again (onboarding writes
+/// are not one transaction).
+async fn store_with_keyset(state: &AppState, keyset: Option<&Keyset>, rows: impl Future<Output = Result<(), StoreError>>) -> ApiResult<()> {
+    let stored = async {
+        if let Some(k) = keyset {
+            state.store.keysets().create(k).await?;
+        }
+        rows.await
+    }
+    .await;
+    if let Err(e) = stored {
+        if let Some(k) = keyset {
+            forget_keys(state, k).await;
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
 // ---- service providers --------------------------------------------------------------------
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -234,13 +266,7 @@ pub struct IssuerView {
 }
 
 async fn issuer_view(state: &AppState, i: &SeIssuer) -> ApiResult<IssuerView> {
-    let master_keyset = match i.master_keyset_id {
-        Some(k) => match state.store.keysets().get(k).await? {
-            Some(k) => Some(keyset_view(state, &k).await?),
-            None => None,
-        },
-        None => None,
-    };
+    let master_keyset = keyset_view_of(state, i.master_keyset_id).await?;
     Ok(IssuerView { id: i.id.0, name: i.name.clone(), diversification: diversification_str(i.diversification).into(), master_keyset, created_at: i.created_at })
 }
 
@@ -257,19 +283,7 @@ pub async fn create_issuer(admin: Admin, State(state): State<AppState>, ApiJson(
         Some(KeysetInput::Imported { kvn, alg, enc, mac, dek }) => Some(import_keys(&state, format!("issuer/{id}/master/{kvn}"), *kvn, alg, enc, mac, dek, KeysetId::new()).await?),
     };
     let issuer = SeIssuer { id, name: req.name, master_keyset_id: keyset.as_ref().map(|k| k.id), diversification, created_at: now_ms() };
-    let stored = async {
-        if let Some(k) = &keyset {
-            state.store.keysets().create(k).await?;
-        }
-        state.store.issuers().create(&issuer).await
-    }
-    .await;
-    if let Err(e) = stored {
-        if let Some(k) = &keyset {
-            forget_keys(&state, k).await;
-        }
-        return Err(e.into());
-    }
+    store_with_keyset(&state, keyset.as_ref(), state.store.issuers().create(&issuer)).await?;
     state.store.audit_log().append(&admin.audit("create", "issuer", id, None, Some(serde_json::json!({"name": issuer.name, "masterKeys": keyset.is_some()})))).await?;
     Ok((StatusCode::CREATED, ApiJson(issuer_view(&state, &issuer).await?)))
 }
@@ -335,13 +349,7 @@ pub struct SecureElementView {
 }
 
 async fn se_view(state: &AppState, e: &SecureElement) -> ApiResult<SecureElementView> {
-    let isd_keyset = match e.isd_keyset_id {
-        Some(k) => match state.store.keysets().get(k).await? {
-            Some(k) => Some(keyset_view(state, &k).await?),
-            None => None,
-        },
-        None => None,
-    };
+    let isd_keyset = keyset_view_of(state, e.isd_keyset_id).await?;
     let mut sds = Vec::new();
     for d in state.store.security_domains().list_for_se_unscoped(&e.id).await? {
         sds.push(sd_view(state, &d).await?);
@@ -363,13 +371,7 @@ async fn se_view(state: &AppState, e: &SecureElement) -> ApiResult<SecureElement
 }
 
 pub async fn sd_view(state: &AppState, d: &SecurityDomain) -> ApiResult<SecurityDomainView> {
-    let keyset = match d.keyset_id {
-        Some(k) => match state.store.keysets().get(k).await? {
-            Some(k) => Some(keyset_view(state, &k).await?),
-            None => None,
-        },
-        None => None,
-    };
+    let keyset = keyset_view_of(state, d.keyset_id).await?;
     Ok(SecurityDomainView {
         id: d.id.0,
         se_id: d.se_id.to_string(),
@@ -471,20 +473,11 @@ pub async fn create_secure_element(admin: Admin, State(state): State<AppState>, 
         created_at: now,
         updated_at: now,
     };
-    let stored = async {
-        if let Some(k) = &keyset {
-            state.store.keysets().create(k).await?;
-        }
+    let rows = async {
         state.store.secure_elements().create(&se).await?;
         state.store.security_domains().create(&isd).await
-    }
-    .await;
-    if let Err(e) = stored {
-        if let Some(k) = &keyset {
-            forget_keys(&state, k).await;
-        }
-        return Err(e.into());
-    }
+    };
+    store_with_keyset(&state, keyset.as_ref(), rows).await?;
     let detail = serde_json::json!({"carrier": se.carrier.as_str(), "profile": se.profile, "iccid": se.iccid, "cplc": req.cplc, "isdKeys": keyset.as_ref().map(|k| k.source.kind().as_str())});
     state.store.audit_log().append(&admin.audit("create", "secure_element", &se_id, None, Some(detail))).await?;
     Ok((StatusCode::CREATED, ApiJson(se_view(&state, &se).await?)))
@@ -554,19 +547,7 @@ pub async fn create_security_domain(
         created_at: now,
         updated_at: now,
     };
-    let stored = async {
-        if let Some(k) = &keyset {
-            state.store.keysets().create(k).await?;
-        }
-        state.store.security_domains().create(&sd).await
-    }
-    .await;
-    if let Err(e) = stored {
-        if let Some(k) = &keyset {
-            forget_keys(&state, k).await;
-        }
-        return Err(e.into());
-    }
+    store_with_keyset(&state, keyset.as_ref(), state.store.security_domains().create(&sd)).await?;
     let detail = serde_json::json!({"seId": se_id.as_str(), "aid": sd.aid.to_hex(), "memoryQuota": sd.memory_quota});
     state.store.audit_log().append(&admin.audit("create", "security_domain", sd.id, Some(provider), Some(detail))).await?;
     Ok((StatusCode::CREATED, ApiJson(sd_view(&state, &sd).await?)))
