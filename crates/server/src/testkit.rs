@@ -10,7 +10,7 @@
 use crate::agent::{Agent, AgentEvent, AgentOptions, AgentSummary, SeType, SecureElementInfo, Shared};
 use crate::app::{ApiConfig, ApiSettings, AppState};
 use crate::config::Config;
-use crate::domain::{SdKind, SeId};
+use crate::domain::{SdKind, SeId, diversification_str, key_alg_str};
 use crate::planner::CardView;
 use crate::store::Store;
 use serde::Serialize;
@@ -283,31 +283,14 @@ pub async fn issuer(admin: &Api, name: &str, alg: KeyAlg, method: Diversificatio
     let values: Vec<Vec<u8>> = (0..3).map(|_| random::<32>()[..alg.key_len()].to_vec()).collect();
     let key = |v: &[u8]| -> KitResult<SecretKey> { Ok(SecretKey::new(alg, v)?) };
     let master = [key(&values[0])?, key(&values[1])?, key(&values[2])?];
-    let method_name = match method {
-        Diversification::None => "none",
-        Diversification::EmvCps11 => "emv-cps11",
-        Diversification::Visa2 => "visa2",
-        Diversification::Kdf3 => "kdf3",
-    };
     let v = admin
         .post(
             "/api/v1/admin/issuers",
-            json!({"name": name, "diversification": method_name,
-                   "masterKeys": {"kind": "imported", "kvn": kvn, "alg": alg_name(alg), "enc": hex(&values[0]), "mac": hex(&values[1]), "dek": hex(&values[2])}}),
+            json!({"name": name, "diversification": diversification_str(method),
+                   "masterKeys": {"kind": "imported", "kvn": kvn, "alg": key_alg_str(alg), "enc": hex(&values[0]), "mac": hex(&values[1]), "dek": hex(&values[2])}}),
         )
         .await?;
     Ok(Issuer { id: id_of(&v, "issuer")?, name: name.to_string(), method, master })
-}
-
-fn alg_name(alg: KeyAlg) -> &'static str {
-    match alg {
-        KeyAlg::Des3_2k => "des3-2k",
-        KeyAlg::Des3_3k => "des3-3k",
-        KeyAlg::Aes128 => "aes128",
-        KeyAlg::Aes192 => "aes192",
-        KeyAlg::Aes256 => "aes256",
-        _ => "sm4",
-    }
 }
 
 // ---- phones ------------------------------------------------------------------------------
@@ -432,7 +415,7 @@ impl Phone {
             Some(_) => json!({"kind": "diversified", "kvn": ISD_KVN}),
             None => {
                 let v = |k: &SecretKey| hex(k.expose());
-                json!({"kind": "imported", "kvn": ISD_KVN, "alg": alg_name(self.kind.key_alg()), "enc": v(&self.keys.enc), "mac": v(&self.keys.mac), "dek": v(&self.keys.dek)})
+                json!({"kind": "imported", "kvn": ISD_KVN, "alg": key_alg_str(self.kind.key_alg()), "enc": v(&self.keys.enc), "mac": v(&self.keys.mac), "dek": v(&self.keys.dek)})
             }
         };
         let profile = self.kind.profile();
