@@ -10,7 +10,7 @@
 use crate::agent::{Agent, AgentEvent, AgentOptions, AgentSummary, SeType, SecureElementInfo, Shared};
 use crate::app::{ApiConfig, ApiSettings, AppState};
 use crate::config::Config;
-use crate::domain::{SdKind, SeId, diversification_str, key_alg_str};
+use crate::domain::{SdKind, SeId, SecureElement, diversification_str, key_alg_str};
 use crate::planner::CardView;
 use crate::store::Store;
 use serde::Serialize;
@@ -504,17 +504,23 @@ impl Entry {
     }
 }
 
+/// The kind of a registry entry as compared here (`sd`, `app`, `elf`); `None` for the card
+/// itself, whose entry is the ISD's (the ISD's life cycle is the card's).
+fn entry_kind(e: &RegistryEntry) -> Option<&'static str> {
+    match e.lifecycle {
+        LifeCycle::Card(_) => None,
+        LifeCycle::SecurityDomain(_) => Some("sd"),
+        LifeCycle::Application(_) => Some("app"),
+        LifeCycle::LoadFile(_) => Some("elf"),
+    }
+}
+
 /// Registry entries in comparable form, sorted; the card itself and the ISD left out (the
 /// ISD's life cycle is the card's).
 pub fn entries<'a>(list: impl Iterator<Item = &'a RegistryEntry>) -> Vec<Entry> {
     let mut v: Vec<Entry> = list
         .filter_map(|e| {
-            let kind = match e.lifecycle {
-                LifeCycle::Card(_) => return None,
-                LifeCycle::SecurityDomain(_) => "sd",
-                LifeCycle::Application(_) => "app",
-                LifeCycle::LoadFile(_) => "elf",
-            };
+            let kind = entry_kind(e)?;
             Some(Entry {
                 kind,
                 aid: e.aid.to_string(),
@@ -531,6 +537,46 @@ pub fn entries<'a>(list: impl Iterator<Item = &'a RegistryEntry>) -> Vec<Entry> 
         .collect();
     v.sort();
     v
+}
+
+/// A registry entry in the short form the engine, planner and process tests compare: kind
+/// (`sd`, `app`, `elf`), AID, life cycle byte, associated security domain (empty when none).
+pub type RegistryRow = (String, String, u8, String);
+
+/// Registry entries as sorted [`RegistryRow`]s; the card itself and the ISD left out.
+pub fn registry_rows<'a>(list: impl IntoIterator<Item = &'a RegistryEntry>) -> Vec<RegistryRow> {
+    let mut v: Vec<RegistryRow> = list
+        .into_iter()
+        .filter_map(|e| Some((entry_kind(e)?.to_string(), e.aid.to_string(), e.lifecycle.value(), e.associated_sd.map(|a| a.to_string()).unwrap_or_default())))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A simulated card's registry read from its state (not through GET STATUS), as sorted
+/// [`RegistryRow`]s; the ISD left out.
+pub fn sim_registry(card: &SimCard) -> Vec<RegistryRow> {
+    let st = card.state();
+    let mut v: Vec<RegistryRow> = st
+        .apps
+        .iter()
+        .skip(1)
+        .map(|a| (if a.is_sd() { "sd" } else { "app" }.to_string(), a.aid.to_string(), a.life_cycle, a.associated_sd.to_string()))
+        .collect();
+    v.extend(st.load_files.iter().map(|l| ("elf".to_string(), l.aid.to_string(), l.life_cycle, l.associated_sd.to_string())));
+    v.sort();
+    v
+}
+
+/// The registry the database holds for an SE (its `registry_json`, as the planner reads it);
+/// `None` before the first contact.
+pub fn stored_registry(se: &SecureElement) -> KitResult<Option<Vec<RegistryEntry>>> {
+    let Some(reg) = &se.registry else { return Ok(None) };
+    let profile = CardProfile::builtin(&se.profile).unwrap_or_else(|| CardProfile::builtin("ese").expect("built-in"));
+    let mut view = serde_json::to_value(CardView::first_contact(se.id.as_str(), profile)).map_err(|e| KitError::new("testkit.json", e.to_string()))?;
+    view["registry"] = reg.clone();
+    let view: CardView = serde_json::from_value(view).map_err(|e| KitError::new("testkit.json", format!("the stored registry: {e}")))?;
+    Ok(view.registry)
 }
 
 /// What the database says about an SE.
@@ -550,16 +596,7 @@ pub struct DbView {
 pub async fn db_view(store: &Store, se_id: &str) -> KitResult<DbView> {
     let id = SeId::new(se_id).map_err(|e| KitError::new("testkit.se_id", e.to_string()))?;
     let se = store.secure_elements().get(&id).await?.ok_or_else(|| KitError::new("sp.not_found", format!("no SE {se_id}")))?;
-    let registry = match &se.registry {
-        None => None,
-        Some(reg) => {
-            let profile = CardProfile::builtin(&se.profile).unwrap_or_else(|| CardProfile::builtin("ese").expect("built-in"));
-            let mut view = serde_json::to_value(CardView::first_contact(se_id, profile)).map_err(|e| KitError::new("testkit.json", e.to_string()))?;
-            view["registry"] = reg.clone();
-            let view: CardView = serde_json::from_value(view).map_err(|e| KitError::new("testkit.json", format!("the stored registry: {e}")))?;
-            view.registry.map(|r| entries(r.iter()))
-        }
-    };
+    let registry = stored_registry(&se)?.map(|r| entries(r.iter()));
     let mut ssds: Vec<(String, Option<u8>)> = store.security_domains().list_for_se_unscoped(&id).await?.into_iter().filter(|d| d.kind == SdKind::Ssd).map(|d| (d.aid.to_string(), d.life_cycle)).collect();
     ssds.sort();
     Ok(DbView { registry, ssds, sequence_counter: se.sequence_counter, counter_current: se.sequence_counter_current })

@@ -24,10 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tsm_gp::crypto::SecretKey;
-use tsm_gp::gp::LifeCycle;
-use tsm_gp::profile::CardProfile;
-use tsm_server::planner::CardView;
 use tsm_server::store::testing::{DEFAULT_POSTGRES, TestDb};
+use tsm_server::testkit::{self, RegistryRow};
 
 pub const ADMIN: &str = "process-tests-admin-token-0123456789";
 /// The software key store's master key of every server of a test (the nodes share keys).
@@ -575,18 +573,8 @@ impl Phone {
     }
 
     /// The card's registry as (kind, AID, life cycle, associated SD), sorted.
-    pub fn registry(&self) -> Vec<(String, String, u8, String)> {
-        let c = self.card();
-        let st = c.state();
-        let mut v: Vec<(String, String, u8, String)> = st
-            .apps
-            .iter()
-            .skip(1)
-            .map(|a| (if a.is_sd() { "sd" } else { "app" }.to_string(), a.aid.to_string(), a.life_cycle, a.associated_sd.to_string()))
-            .collect();
-        v.extend(st.load_files.iter().map(|l| ("elf".to_string(), l.aid.to_string(), l.life_cycle, l.associated_sd.to_string())));
-        v.sort();
-        v
+    pub fn registry(&self) -> Vec<RegistryRow> {
+        testkit::sim_registry(&self.card())
     }
 
     /// Load files the card did not come with.
@@ -991,28 +979,10 @@ pub enum LogMatch {
 }
 
 /// The stored registry of an SE in the form of [`Phone::registry`].
-pub async fn db_registry(db: &TestDb, se: &str, profile: &str) -> Vec<(String, String, u8, String)> {
+pub async fn db_registry(db: &TestDb, se: &str) -> Vec<RegistryRow> {
     let row = db.store.secure_elements().get(&tsm_server::domain::SeId::new(se).unwrap()).await.unwrap().unwrap();
-    let reg = row.registry.expect("the SE's registry is known");
-    let mut view = serde_json::to_value(CardView::first_contact(se, CardProfile::builtin(profile).unwrap())).unwrap();
-    view["registry"] = reg;
-    let view: CardView = serde_json::from_value(view).unwrap();
-    let mut v: Vec<(String, String, u8, String)> = view
-        .registry
-        .unwrap()
-        .iter()
-        .filter_map(|e| {
-            let kind = match e.lifecycle {
-                LifeCycle::Card(_) => return None,
-                LifeCycle::SecurityDomain(_) => "sd",
-                LifeCycle::Application(_) => "app",
-                LifeCycle::LoadFile(_) => "elf",
-            };
-            Some((kind.to_string(), e.aid.to_string(), e.lifecycle.value(), e.associated_sd.map(|a| a.to_string()).unwrap_or_default()))
-        })
-        .collect();
-    v.sort();
-    v
+    let reg = testkit::stored_registry(&row).unwrap().expect("the SE's registry is known");
+    testkit::registry_rows(&reg)
 }
 
 fn ins(c: &str) -> (u8, u8) {
@@ -1098,7 +1068,7 @@ pub async fn verify_phone(db: &TestDb, api: &Api, t: &Tenant, phone: &Phone, dep
     // Registry: the card and the database agree; OPERATIONAL instances are on the card,
     // SUSPENDED ones there and locked.
     let card_reg = phone.registry();
-    assert_eq!(card_reg, db_registry(db, &phone.se_id, phone.spec.profile).await, "{who}: card and database registries");
+    assert_eq!(card_reg, db_registry(db, &phone.se_id).await, "{who}: card and database registries");
     for (aid, state) in &finals {
         let lc = card_reg.iter().find(|(k, a, _, _)| k == "app" && a == aid).map(|(_, _, lc, _)| *lc);
         let locked = lc.is_some_and(|lc| lc & 0x80 != 0);

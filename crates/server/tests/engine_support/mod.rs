@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tsm_gp::crypto::SecretKey;
-use tsm_gp::gp::{Aid, LifeCycle};
+use tsm_gp::gp::Aid;
 use tsm_gp::profile::CardProfile;
 use tsm_gp::scp::Scp;
 use tsm_gp::transport::Transport;
@@ -22,8 +22,8 @@ use tsm_server::agent::{Agent, AgentError, AgentEvent, AgentOptions, AgentSummar
 use tsm_server::app::ApiConfig;
 use tsm_server::config::Config;
 use tsm_server::domain::*;
-use tsm_server::planner::CardView;
 use tsm_server::store::testing::TestDb;
+use tsm_server::testkit::{self, RegistryRow};
 
 pub const ISD_ENC: &str = "000102030405060708090A0B0C0D0E0F";
 pub const ISD_MAC: &str = "101112131415161718191A1B1C1D1E1F";
@@ -188,43 +188,15 @@ pub async fn instance_state(ts: &TestServer, t: &Tenant, iid: &str) -> String {
 }
 
 /// The card's registry as (kind, AID, life cycle, associated SD), sorted, from its state.
-pub fn card_registry(card: &Arc<Mutex<SimCard>>) -> Vec<(String, String, u8, String)> {
-    let c = card.lock().unwrap();
-    let st = c.state();
-    let mut v: Vec<(String, String, u8, String)> = st
-        .apps
-        .iter()
-        .skip(1)
-        .map(|a| (if a.is_sd() { "sd" } else { "app" }.to_string(), a.aid.to_string(), a.life_cycle, a.associated_sd.to_string()))
-        .collect();
-    v.extend(st.load_files.iter().map(|l| ("elf".to_string(), l.aid.to_string(), l.life_cycle, l.associated_sd.to_string())));
-    v.sort();
-    v
+pub fn card_registry(card: &Arc<Mutex<SimCard>>) -> Vec<RegistryRow> {
+    testkit::sim_registry(&card.lock().unwrap())
 }
 
 /// The SE's stored registry in the same form.
-pub async fn db_registry(db: &TestDb, se: &str) -> Vec<(String, String, u8, String)> {
+pub async fn db_registry(db: &TestDb, se: &str) -> Vec<RegistryRow> {
     let row = db.store.secure_elements().get(&SeId::new(se).unwrap()).await.unwrap().unwrap();
-    let reg = row.registry.expect("the SE's registry is known");
-    let mut view = serde_json::to_value(CardView::first_contact(se, CardProfile::builtin("ese").unwrap())).unwrap();
-    view["registry"] = reg;
-    let view: CardView = serde_json::from_value(view).unwrap();
-    let mut v: Vec<(String, String, u8, String)> = view
-        .registry
-        .unwrap()
-        .iter()
-        .filter_map(|e| {
-            let kind = match e.lifecycle {
-                LifeCycle::Card(_) => return None,
-                LifeCycle::SecurityDomain(_) => "sd",
-                LifeCycle::Application(_) => "app",
-                LifeCycle::LoadFile(_) => "elf",
-            };
-            Some((kind.to_string(), e.aid.to_string(), e.lifecycle.value(), e.associated_sd.map(|a| a.to_string()).unwrap_or_default()))
-        })
-        .collect();
-    v.sort();
-    v
+    let reg = testkit::stored_registry(&row).unwrap().expect("the SE's registry is known");
+    testkit::registry_rows(&reg)
 }
 
 /// Another party (an MNO's OTA server, say) opens and authenticates a session with the ISD:

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use tsm_gp::cap::CapFile;
 use tsm_gp::crypto::{self, SecretKey};
-use tsm_gp::gp::{Aid, LifeCycle, Privileges, RegistryEntry};
+use tsm_gp::gp::{Aid, Privileges, RegistryEntry};
 use tsm_gp::profile::CardProfile;
 use tsm_gp::scp::scp02::{IParam, SessionKeys};
 use tsm_gp::scp::{Scp, StaticKeys};
@@ -15,6 +15,7 @@ use tsm_server::planner::{
     Batch, CardView, Deploy, InstallSpec, KeyError, KeyProvider, KeyRole, KeysetRef, LoadFileSpec, Next, Outcome, PersoBlock, PersoScript,
     PlanError, PlanOptions, Planner, SsdSpec, WrappedKey, Wrapping,
 };
+use tsm_server::testkit::RegistryRow;
 
 pub const ISD: Aid = Aid::GP_ISD;
 
@@ -261,35 +262,13 @@ pub fn known_view(card: &mut SimCard, scp: Scp, keys: &mut TestKeys) -> CardView
 }
 
 /// The card's registry as (kind, AID, life cycle, associated SD), sorted: from the card state.
-pub fn card_registry(card: &SimCard) -> Vec<(String, String, u8, String)> {
-    let st = card.state();
-    let mut v: Vec<(String, String, u8, String)> = st
-        .apps
-        .iter()
-        .skip(1)
-        .map(|a| (if a.is_sd() { "sd" } else { "app" }.to_string(), a.aid.to_string(), a.life_cycle, a.associated_sd.to_string()))
-        .collect();
-    v.extend(st.load_files.iter().map(|l| ("elf".to_string(), l.aid.to_string(), l.life_cycle, l.associated_sd.to_string())));
-    v.sort();
-    v
+pub fn card_registry(card: &SimCard) -> Vec<RegistryRow> {
+    tsm_server::testkit::sim_registry(card)
 }
 
 /// The same from a planner registry view.
-pub fn view_registry(entries: &[RegistryEntry]) -> Vec<(String, String, u8, String)> {
-    let mut v: Vec<(String, String, u8, String)> = entries
-        .iter()
-        .filter_map(|e| {
-            let kind = match e.lifecycle {
-                LifeCycle::Card(_) => return None,
-                LifeCycle::SecurityDomain(_) => "sd",
-                LifeCycle::Application(_) => "app",
-                LifeCycle::LoadFile(_) => "elf",
-            };
-            Some((kind.to_string(), e.aid.to_string(), e.lifecycle.value(), e.associated_sd.map(|a| a.to_string()).unwrap_or_default()))
-        })
-        .collect();
-    v.sort();
-    v
+pub fn view_registry(entries: &[RegistryEntry]) -> Vec<RegistryRow> {
+    tsm_server::testkit::registry_rows(entries)
 }
 
 /// Failed EXTERNAL AUTHENTICATE attempts the card counted for the ISD.
