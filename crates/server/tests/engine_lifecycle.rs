@@ -13,11 +13,6 @@ const SE: &str = "CIN-LIFE-1";
 const INST: &str = "D0D1D2D3D4D5010101";
 const INST2: &str = "D0D1D2D3D4D5010103";
 
-fn generic_dgis(card: &std::sync::Arc<std::sync::Mutex<tsm_se::SimCard>>, app: &str) -> serde_json::Value {
-    let a: tsm_gp::gp::Aid = app.parse().unwrap();
-    card.lock().unwrap().state().app(&a).unwrap().model.as_ref().unwrap().state["dgis"].clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_suspend_resume_terminate() {
     for db in databases().await {
@@ -38,8 +33,8 @@ async fn deploy_suspend_resume_terminate() {
         eprintln!("{tag}: first deployment: {} round trips, {} APDUs, {} orders", p["progress"]["roundTrips"], p["progress"]["apdus"], summary.orders);
         assert_eq!(instance_state(&ts, &t, &iid).await, "OPERATIONAL", "{tag}");
         assert_eq!(app_life_cycle(&card, INST), Some(0x07), "{tag}: selectable on the card");
-        assert_eq!(generic_dgis(&card, INST)["0101"], "47114711", "{tag}: clear DGI");
-        assert_eq!(generic_dgis(&card, INST)["8001"], SECRET_VALUE, "{tag}: the sensitive DGI, decrypted by the card");
+        assert_eq!(app_dgis(&card, INST)["0101"], "47114711", "{tag}: clear DGI");
+        assert_eq!(app_dgis(&card, INST)["8001"], SECRET_VALUE, "{tag}: the sensitive DGI, decrypted by the card");
         assert_eq!(card_registry(&card), db_registry(&db, SE).await, "{tag}: the database's registry is the card's");
         let se = db.store.secure_elements().get(&SeId::new(SE).unwrap()).await.unwrap().unwrap();
         assert_eq!(se.sequence_counter, Some(isd_counter(&card)), "{tag}");
@@ -135,9 +130,7 @@ async fn deploy_suspend_resume_terminate() {
 async fn queued_processes_run_in_one_session() {
     for db in databases().await {
         let tag = db.label;
-        let ts = node(&db, "node-a", 1).await;
-        let t = ts.provider("acme").await;
-        onboard(&ts, &t, SE, 32_000).await;
+        let (ts, t) = acme_with_se(&db, SE).await;
         let a = service(&ts, &t, "wallet", INST, false).await;
         let b = service(&ts, &t, "transit", "D0D1D2D3D4D5010102", false).await;
         let ia = instance(&ts, &t, &a, SE).await;

@@ -73,11 +73,8 @@ fn assert_absent(values: &[Vec<u8>], secret: &[u8], what: &str) {
 async fn no_secret_in_clear_in_any_table() {
     for db in databases().await {
         let tag = db.label;
-        let ts = node(&db, "node-a", 1).await;
-        let t = ts.provider("acme").await;
-        onboard(&ts, &t, SE, 32_000).await;
-        let c = service(&ts, &t, "wallet", INST, true).await;
-        let iid = instance(&ts, &t, &c, SE).await;
+        let (ts, t) = acme_with_se(&db, SE).await;
+        let iid = service_instance(&ts, &t, "wallet", INST, true, SE).await;
         let card = card(31);
         let secret = tsm_gp::hex::decode(SECRET_VALUE).unwrap();
         let keys: Vec<Vec<u8>> = [ISD_ENC, ISD_MAC, ISD_DEK].iter().map(|k| tsm_gp::hex::decode(k).unwrap()).collect();
@@ -107,7 +104,7 @@ async fn no_secret_in_clear_in_any_table() {
         }
         assert!(saw_store_data, "{tag}: the personalization went out");
         assert_eq!(process(&ts, &t, &pid).await["state"], "COMPLETED", "{tag}");
-        assert_eq!(card.lock().unwrap().state().app(&INST.parse().unwrap()).unwrap().model.as_ref().unwrap().state["dgis"]["8001"], SECRET_VALUE, "{tag}: the card has it");
+        assert_eq!(app_dgis(&card, INST)["8001"], SECRET_VALUE, "{tag}: the card has it");
 
         // After it.
         let values = dump(&db).await;

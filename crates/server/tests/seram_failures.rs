@@ -19,11 +19,8 @@ const INST: &str = "D0D1D2D3D4D5010101";
 async fn se_unavailable_mid_batch_then_resumed() {
     for db in databases().await {
         let tag = db.label;
-        let ts = node(&db, "node-a", 1).await;
-        let t = ts.provider("acme").await;
-        onboard(&ts, &t, SE, 32_000).await;
-        let c = service(&ts, &t, "wallet", INST, true).await;
-        let iid = instance(&ts, &t, &c, SE).await;
+        let (ts, t) = acme_with_se(&db, SE).await;
+        let iid = service_instance(&ts, &t, "wallet", INST, true, SE).await;
         let card = card(11);
         let (pid, sid) = queue(&ts, &t, &iid, "deploy").await;
         // 8 APDUs read the card (counter, registry); the deployment's batch fails at its 9th:
@@ -59,11 +56,8 @@ async fn se_unavailable_mid_batch_then_resumed() {
 async fn agent_failure_fails_the_process() {
     for db in databases().await {
         let tag = db.label;
-        let ts = node(&db, "node-a", 1).await;
-        let t = ts.provider("acme").await;
-        onboard(&ts, &t, SE, 32_000).await;
-        let c = service(&ts, &t, "wallet", INST, false).await;
-        let iid = instance(&ts, &t, &c, SE).await;
+        let (ts, t) = acme_with_se(&db, SE).await;
+        let iid = service_instance(&ts, &t, "wallet", INST, false, SE).await;
         let (pid, sid) = queue(&ts, &t, &iid, "deploy").await;
         let card = card(12);
         let http = reqwest::Client::new();
@@ -101,8 +95,7 @@ async fn lost_agent_session_expires_and_the_process_is_taken_over() {
         let ts = TestServer::start_with(&db, tsm_server::app::ApiConfig { allow_http_callbacks: true, shutdown_grace_seconds: 2, ..Default::default() }, cfg).await;
         let t = ts.provider("acme").await;
         onboard(&ts, &t, SE, 32_000).await;
-        let c = service(&ts, &t, "wallet", INST, false).await;
-        let iid = instance(&ts, &t, &c, SE).await;
+        let iid = service_instance(&ts, &t, "wallet", INST, false, SE).await;
         let (pid, sid) = queue(&ts, &t, &iid, "deploy").await;
         let card = card(13);
         let http = reqwest::Client::new();

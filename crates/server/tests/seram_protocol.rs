@@ -25,11 +25,8 @@ async fn versions(db: &TestDb, pid: &str, sid: &str) -> (i64, i64, i64) {
 async fn handshake_replays_and_stale_reports() {
     for db in databases().await {
         let tag = db.label;
-        let ts = node(&db, "node-a", 1).await;
-        let t = ts.provider("acme").await;
-        onboard(&ts, &t, SE, 32_000).await;
-        let c = service(&ts, &t, "wallet", INST, true).await;
-        let iid = instance(&ts, &t, &c, SE).await;
+        let (ts, t) = acme_with_se(&db, SE).await;
+        let iid = service_instance(&ts, &t, "wallet", INST, true, SE).await;
         let (pid, sid) = queue(&ts, &t, &iid, "deploy").await;
         let card = card(3);
         let http = reqwest::Client::new();
@@ -184,7 +181,7 @@ async fn order_provisioning_and_long_polls() {
         assert!(has_command(&start, "ramStartCommand") && !has_command(&start, "ramStopCommand"), "{tag}: {start}");
         assert!(t0.elapsed() < Duration::from_millis(800), "{tag}: Start is not held");
         let t0 = Instant::now();
-        let done = json!({"localAgentStatus": {"localAgentStatusEnum": "PROCESSED", "executedSeRamCommands": 0}});
+        let done = processed_nothing();
         let (s, void, c2) = seram(&http, &base, "remoteManagement", &sid, &done, c1.as_deref()).await;
         let held = t0.elapsed();
         assert_eq!(s, 200, "{tag}: {void}");
@@ -200,8 +197,7 @@ async fn order_provisioning_and_long_polls() {
             tokio::spawn(async move { seram(&http, &base2, "remoteManagement", &sid, &polling(), c2.as_deref()).await })
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let c = service(&ts2, &t, "wallet", INST, false).await;
-        let iid = instance(&ts2, &t, &c, SE).await;
+        let iid = service_instance(&ts2, &t, "wallet", INST, false, SE).await;
         let (pid, _) = queue(&ts2, &t, &iid, "deploy").await;
         let (s, order, mut cookie) = held_req.await.unwrap();
         assert_eq!(s, 200, "{tag}: {order}");
@@ -237,9 +233,7 @@ async fn order_provisioning_and_long_polls() {
 async fn a_second_session_waits_for_the_se() {
     for db in databases().await {
         let tag = db.label;
-        let ts = node(&db, "node-a", 1).await;
-        let t = ts.provider("acme").await;
-        onboard(&ts, &t, SE, 32_000).await;
+        let (ts, t) = acme_with_se(&db, SE).await;
         let a = service(&ts, &t, "wallet", INST, false).await;
         let b = service(&ts, &t, "transit", "D0D1D2D3D4D5010102", false).await;
         let ia = instance(&ts, &t, &a, SE).await;
@@ -258,7 +252,7 @@ async fn a_second_session_waits_for_the_se() {
         let (_, start, c2) = seram(&http, &base, "remoteManagement", &s2, &polling(), c.as_deref()).await;
         assert!(has_command(&start, "ramStartCommand") && !has_command(&start, "seRamCommand"), "{tag}: {start}");
         let t0 = Instant::now();
-        let done = json!({"localAgentStatus": {"localAgentStatusEnum": "PROCESSED", "executedSeRamCommands": 0}});
+        let done = processed_nothing();
         let (s, void, c2) = seram(&http, &base, "remoteManagement", &s2, &done, c2.as_deref()).await;
         assert_eq!(s, 200, "{tag}: {void}");
         assert!(void.get("ramCommands").is_none(), "{tag}: {void}");

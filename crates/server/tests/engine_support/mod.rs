@@ -73,6 +73,15 @@ pub async fn onboard(ts: &TestServer, t: &Tenant, se_id: &str, quota: u64) {
     assert_eq!(s, 201, "{sd}");
 }
 
+/// Where most engine and SERAM tests start: node `node-a` (long polls of 1 s), provider `acme`,
+/// and `se` onboarded with an SSD of 32000 bytes for it.
+pub async fn acme_with_se(db: &TestDb, se: &str) -> (TestServer, Tenant) {
+    let ts = node(db, "node-a", 1).await;
+    let t = ts.provider("acme").await;
+    onboard(&ts, &t, se, 32_000).await;
+    (ts, t)
+}
+
 /// A service deploying `instance` of the helloworld applet, with a personalization script (a
 /// clear DGI and a sensitive one) when `perso`.
 pub async fn service(ts: &TestServer, t: &Tenant, name: &str, instance: &str, perso: bool) -> Catalog {
@@ -121,6 +130,12 @@ pub async fn instance(ts: &TestServer, t: &Tenant, c: &Catalog, se: &str) -> Str
     let (s, i) = ts.call("POST", "/api/v1/service-instances", Some(&t.token), Some(json!({"serviceId": c.service_id, "seId": se}))).await;
     assert_eq!(s, 201, "{i}");
     i["id"].as_str().unwrap().to_string()
+}
+
+/// A [`service`] and its [`instance`] on `se`: the instance id.
+pub async fn service_instance(ts: &TestServer, t: &Tenant, name: &str, instance_aid: &str, perso: bool, se: &str) -> String {
+    let c = service(ts, t, name, instance_aid, perso).await;
+    instance(ts, t, &c, se).await
 }
 
 /// Queues an operation (`deploy`, `suspend`...): (process id, session id).
@@ -219,6 +234,12 @@ pub fn isd_counter(card: &Arc<Mutex<SimCard>>) -> u32 {
     card.lock().unwrap().state().apps[0].domain.as_ref().unwrap().sequence_counter
 }
 
+/// The DGIs the card's generic application model `app` stored (personalization), by DGI.
+pub fn app_dgis(card: &Arc<Mutex<SimCard>>, app: &str) -> Value {
+    let a: Aid = app.parse().unwrap();
+    card.lock().unwrap().state().app(&a).unwrap().model.as_ref().unwrap().state["dgis"].clone()
+}
+
 pub fn app_life_cycle(card: &Arc<Mutex<SimCard>>, aid: &str) -> Option<u8> {
     let a: Aid = aid.parse().unwrap();
     card.lock().unwrap().state().app(&a).map(|x| x.life_cycle)
@@ -301,6 +322,11 @@ pub fn polling() -> Value {
     json!({"localAgentStatus": {"localAgentStatusEnum": "POLLING", "executedSeRamCommands": 0}})
 }
 
+/// A PROCESSED report of an order without SE RAM commands.
+pub fn processed_nothing() -> Value {
+    json!({"localAgentStatus": {"localAgentStatusEnum": "PROCESSED", "executedSeRamCommands": 0}})
+}
+
 /// The C-APDUs of an order's SE RAM command.
 pub fn capdus(order: &Value) -> Vec<Vec<u8>> {
     order["ramCommands"]
@@ -318,7 +344,7 @@ pub fn has_command(order: &Value, ty: &str) -> bool {
 pub fn execute(card: &Arc<Mutex<SimCard>>, order: &Value) -> Value {
     let rs: Vec<String> = capdus(order).iter().map(|c| tsm_gp::hex::encode(&card.lock().unwrap().transmit(c))).collect();
     if rs.is_empty() {
-        return json!({"localAgentStatus": {"localAgentStatusEnum": "PROCESSED", "executedSeRamCommands": 0}});
+        return processed_nothing();
     }
     json!({"localAgentStatus": {"localAgentStatusEnum": "PROCESSED", "executedSeRamCommands": 1}, "ramResponses": [{"ramResponseType": "seRamResponse", "listOfRAPDU": rs}]})
 }
