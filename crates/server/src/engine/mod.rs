@@ -65,6 +65,7 @@ use crate::store::StoreError;
 use crate::store::log::NewAuditEntry;
 use crate::store_engine_queries::{EngineCommit, ProcessWrite};
 use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
 use std::time::Duration;
 use tsm_gp::gp::{Aid, LifeCycle};
 
@@ -326,14 +327,9 @@ impl Engine {
     /// Applies a report's R-APDUs (`answers`, of the one SE RAM command) to `pending`.
     pub async fn on_answers(&self, sid: SeramSessionId, se: &SeId, pending: &Pending, answers: &[Vec<u8>]) -> Result<Decision, EngineError> {
         let fit = segments::fit(&pending.batch, pending.from, pending.to, answers).map_err(EngineError::BadReport)?;
-        let mut ctx = self.ctx(sid, se).await?;
-        let mut run = match self.resume_run(&mut ctx, pending).await? {
-            Resumed::Run(r) => *r,
-            Resumed::Gone => return self.decision(ctx, SessionNext::Stop("the process was taken over by another session".into())).await,
-            Resumed::Ended => {
-                let next = self.find_work(&mut ctx).await?;
-                return self.decision(ctx, next).await;
-            }
+        let (mut ctx, mut run) = match self.resume_or_move_on(self.ctx(sid, se).await?, pending).await? {
+            ControlFlow::Continue(r) => r,
+            ControlFlow::Break(d) => return Ok(d),
         };
         self.log_segment(&mut run, pending, answers);
         let mut combined = pending.answers.clone();
@@ -430,14 +426,9 @@ impl Engine {
     /// process starts again from a read of the card in this session (what the card shows is
     /// then skipped, or a half-done deployment reported).
     pub async fn on_new_agent_run(&self, sid: SeramSessionId, se: &SeId, pending: &Pending) -> Result<Decision, EngineError> {
-        let mut ctx = self.ctx(sid, se).await?;
-        let mut run = match self.resume_run(&mut ctx, pending).await? {
-            Resumed::Run(r) => *r,
-            Resumed::Gone => return self.decision(ctx, SessionNext::Stop("the process was taken over by another session".into())).await,
-            Resumed::Ended => {
-                let next = self.find_work(&mut ctx).await?;
-                return self.decision(ctx, next).await;
-            }
+        let (mut ctx, mut run) = match self.resume_or_move_on(self.ctx(sid, se).await?, pending).await? {
+            ControlFlow::Continue(r) => r,
+            ControlFlow::Break(d) => return Ok(d),
         };
         self.log_segment(&mut run, pending, &[]);
         inputs::mark_stale(&mut ctx.se);
@@ -794,6 +785,18 @@ impl Engine {
         let mut run = run;
         run.planner = Some(Planner::resume(state));
         Ok(Resumed::Run(Box::new(run)))
+    }
+
+    /// The run of `pending`'s process resumed ([`Self::resume_run`]); or, when there is none to
+    /// resume, the session's decision: Stop when the process is no longer this session's, the
+    /// next work when it ended here.
+    async fn resume_or_move_on(&self, mut ctx: Ctx, pending: &Pending) -> Result<ControlFlow<Decision, (Ctx, Run)>, EngineError> {
+        let next = match self.resume_run(&mut ctx, pending).await? {
+            Resumed::Run(r) => return Ok(ControlFlow::Continue((ctx, *r))),
+            Resumed::Gone => SessionNext::Stop("the process was taken over by another session".into()),
+            Resumed::Ended => self.find_work(&mut ctx).await?,
+        };
+        Ok(ControlFlow::Break(self.decision(ctx, next).await?))
     }
 
     /// Appends a segment's exchanges to the run's APDU log (unanswered commands without a
