@@ -500,36 +500,22 @@ mod tests {
 
     #[test]
     fn environment_overrides() {
-        let c = parse(
-            "[database]\nurl = \"sqlite://a.db\"\n[keys]\nkind = \"software\"\nmaster = \"env:X\"\n",
-            &[
-                ("TSM_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tsm"),
-                ("TSM_LISTEN", "0.0.0.0:9000"),
-                ("TSM_SERAM_LONG_POLL_SECONDS", "5"),
-                ("TSM_KEYS_KIND", "pkcs11"),
-                ("TSM_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
-                ("TSM_PKCS11_TOKEN", "tsm"),
-                ("TSM_PKCS11_PIN", "file:/run/secrets/pin"),
-                ("TSM_PKCS11_ALLOW_CLEAR_REWRAP", "true"),
-            ],
-        );
+        let env = [
+            ("TSM_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tsm"),
+            ("TSM_LISTEN", "0.0.0.0:9000"),
+            ("TSM_SERAM_LONG_POLL_SECONDS", "5"),
+            ("TSM_KEYS_KIND", "pkcs11"),
+            ("TSM_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
+            ("TSM_PKCS11_TOKEN", "tsm"),
+            ("TSM_PKCS11_PIN", "file:/run/secrets/pin"),
+            ("TSM_PKCS11_ALLOW_CLEAR_REWRAP", "true"),
+        ];
+        let c = parse("[database]\nurl = \"sqlite://a.db\"\n[keys]\nkind = \"software\"\nmaster = \"env:X\"\n", &env);
         // keys.master from the file is not a pkcs11 field: switching the kind needs the file's
         // software-only key gone, and serde says which.
         assert!(matches!(c, Err(ConfigError::Parse { ref message, .. }) if message.contains("master")), "{c:?}");
-        let c = parse(
-            "[database]\nurl = \"sqlite://a.db\"\n",
-            &[
-                ("TSM_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tsm"),
-                ("TSM_LISTEN", "0.0.0.0:9000"),
-                ("TSM_SERAM_LONG_POLL_SECONDS", "5"),
-                ("TSM_KEYS_KIND", "pkcs11"),
-                ("TSM_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
-                ("TSM_PKCS11_TOKEN", "tsm"),
-                ("TSM_PKCS11_PIN", "file:/run/secrets/pin"),
-                ("TSM_PKCS11_ALLOW_CLEAR_REWRAP", "true"),
-            ],
-        )
-        .unwrap();
+        // The same environment without the file's software-only key.
+        let c = parse("[database]\nurl = \"sqlite://a.db\"\n", &env).unwrap();
         assert_eq!(c.database.url, "postgres://postgres@127.0.0.1:5432/tsm");
         assert_eq!(c.server.listen, "0.0.0.0:9000");
         assert_eq!(c.seram.long_poll_seconds, 5);
