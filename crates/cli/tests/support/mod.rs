@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tsm_gp::crypto::SecretKey;
-use tsm_server::store::testing::{DEFAULT_POSTGRES, TestDb};
+use tsm_server::store::testing::{self, TestDb};
 use tsm_server::testkit::{self, RegistryRow};
 
 pub const ADMIN: &str = "process-tests-admin-token-0123456789";
@@ -73,20 +73,11 @@ impl Rng {
 /// `None` (the caller skips) when the tests run on SQLite only, or PostgreSQL is absent and
 /// `TSM_TEST_ALLOW_NO_POSTGRES=1`.
 pub async fn postgres() -> Option<TestDb> {
-    let choice = std::env::var("TSM_TEST_DATABASE_URL").unwrap_or_default();
-    if choice == "sqlite" || choice.starts_with("sqlite:") {
-        eprintln!("skipped: TSM_TEST_DATABASE_URL={choice} (this test needs PostgreSQL)");
+    let Some(server) = testing::selected().1 else {
+        eprintln!("skipped: TSM_TEST_DATABASE_URL={} (this test needs PostgreSQL)", std::env::var("TSM_TEST_DATABASE_URL").unwrap_or_default());
         return None;
-    }
-    let server = if choice.is_empty() { DEFAULT_POSTGRES.to_string() } else { choice };
-    match TestDb::postgres(&server).await {
-        Ok(db) => Some(db),
-        Err(e) if std::env::var("TSM_TEST_ALLOW_NO_POSTGRES").as_deref() == Ok("1") => {
-            eprintln!("WARNING: PostgreSQL at {server} unreachable ({e}); test skipped (TSM_TEST_ALLOW_NO_POSTGRES=1)");
-            None
-        }
-        Err(e) => panic!("PostgreSQL at {server} unavailable: {e} (start it, or set TSM_TEST_DATABASE_URL=sqlite)"),
-    }
+    };
+    testing::postgres_or_skip(&server).await
 }
 
 pub async fn sqlite() -> TestDb {

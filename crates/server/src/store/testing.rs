@@ -79,11 +79,11 @@ impl TestDb {
     }
 }
 
-/// The backends selected by `TSM_TEST_DATABASE_URL` (see the module docs), each fresh.
-/// Panics (fails the test) when PostgreSQL is wanted and unreachable.
-pub async fn databases() -> Vec<TestDb> {
+/// The backends `TSM_TEST_DATABASE_URL` selects (see the module docs): whether SQLite, and the
+/// PostgreSQL server if any. Panics (fails the test) on any other value.
+pub fn selected() -> (bool, Option<String>) {
     let choice = std::env::var("TSM_TEST_DATABASE_URL").unwrap_or_default();
-    let (sqlite, pg): (bool, Option<String>) = if choice.is_empty() {
+    if choice.is_empty() {
         (true, Some(DEFAULT_POSTGRES.to_string()))
     } else if choice == "sqlite" || choice.starts_with("sqlite:") {
         (true, None)
@@ -91,23 +91,39 @@ pub async fn databases() -> Vec<TestDb> {
         (false, Some(choice))
     } else {
         panic!("TSM_TEST_DATABASE_URL={choice:?}: use sqlite or a postgres:// server URL");
-    };
+    }
+}
+
+/// A fresh database on the PostgreSQL server `server`; `None` (with a warning on stderr) when it
+/// is unreachable and `TSM_TEST_ALLOW_NO_POSTGRES=1`. Panics (fails the test) when it is
+/// unreachable otherwise.
+pub async fn postgres_or_skip(server: &str) -> Option<TestDb> {
+    match TestDb::postgres(server).await {
+        Ok(db) => Some(db),
+        Err(e) if std::env::var("TSM_TEST_ALLOW_NO_POSTGRES").as_deref() == Ok("1") => {
+            eprintln!("WARNING: PostgreSQL at {server} unreachable ({e}); skipped (TSM_TEST_ALLOW_NO_POSTGRES=1)");
+            None
+        }
+        Err(e) => panic!(
+            "PostgreSQL test database at {server} unavailable: {e}\n\
+             start it (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start), \
+             or set TSM_TEST_DATABASE_URL=sqlite, or TSM_TEST_ALLOW_NO_POSTGRES=1"
+        ),
+    }
+}
+
+/// The backends selected by `TSM_TEST_DATABASE_URL` (see the module docs), each fresh.
+/// Panics (fails the test) when PostgreSQL is wanted and unreachable.
+pub async fn databases() -> Vec<TestDb> {
+    let (sqlite, pg) = selected();
     let mut out = Vec::new();
     if sqlite {
         out.push(TestDb::sqlite().await.expect("SQLite test database"));
     }
-    if let Some(server) = pg {
-        match TestDb::postgres(&server).await {
-            Ok(db) => out.push(db),
-            Err(e) if std::env::var("TSM_TEST_ALLOW_NO_POSTGRES").as_deref() == Ok("1") => {
-                eprintln!("WARNING: PostgreSQL at {server} unreachable ({e}); running on SQLite only (TSM_TEST_ALLOW_NO_POSTGRES=1)");
-            }
-            Err(e) => panic!(
-                "PostgreSQL test database at {server} unavailable: {e}\n\
-                 start it (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start), \
-                 or set TSM_TEST_DATABASE_URL=sqlite, or TSM_TEST_ALLOW_NO_POSTGRES=1"
-            ),
-        }
+    if let Some(server) = pg
+        && let Some(db) = postgres_or_skip(&server).await
+    {
+        out.push(db);
     }
     out
 }

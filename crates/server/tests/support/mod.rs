@@ -12,7 +12,7 @@ use tsm_gp::crypto::KeyAlg;
 use tsm_server::api::seram::COOKIE_KEY;
 use tsm_server::config::{Config, KeysConfig};
 use tsm_server::keys::{KeyId, KeyStore, Pkcs11KeyStore, Pkcs11Options};
-use tsm_server::store::testing::{DEFAULT_POSTGRES, TestDb};
+use tsm_server::store::testing::{self, TestDb};
 use tsm_server::testkit::{self, KitResult, Node};
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789abcdef";
@@ -33,24 +33,11 @@ pub enum KeyStoreKind {
 /// backend only (or PostgreSQL is unreachable and `TSM_TEST_ALLOW_NO_POSTGRES=1`): the caller
 /// skips, saying so.
 pub async fn database(backend: Backend) -> Option<TestDb> {
-    let choice = std::env::var("TSM_TEST_DATABASE_URL").unwrap_or_default();
-    let sqlite_only = choice == "sqlite" || choice.starts_with("sqlite:");
-    let pg_server = if choice.starts_with("postgres://") || choice.starts_with("postgresql://") { Some(choice.clone()) } else { None };
+    let (sqlite, pg_server) = testing::selected();
     match backend {
-        Backend::Sqlite if pg_server.is_some() => None,
+        Backend::Sqlite if !sqlite => None,
         Backend::Sqlite => Some(TestDb::sqlite().await.expect("SQLite test database")),
-        Backend::Postgres if sqlite_only => None,
-        Backend::Postgres => {
-            let server = pg_server.unwrap_or_else(|| DEFAULT_POSTGRES.to_string());
-            match TestDb::postgres(&server).await {
-                Ok(db) => Some(db),
-                Err(e) if std::env::var("TSM_TEST_ALLOW_NO_POSTGRES").as_deref() == Ok("1") => {
-                    eprintln!("WARNING: PostgreSQL at {server} unreachable ({e}); skipped (TSM_TEST_ALLOW_NO_POSTGRES=1)");
-                    None
-                }
-                Err(e) => panic!("PostgreSQL test database at {server} unavailable: {e} (TSM_TEST_DATABASE_URL=sqlite or TSM_TEST_ALLOW_NO_POSTGRES=1 to skip)"),
-            }
-        }
+        Backend::Postgres => testing::postgres_or_skip(&pg_server?).await,
     }
 }
 
