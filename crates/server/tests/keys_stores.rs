@@ -3,6 +3,8 @@
 //! directory, initialized with `softhsm2-util`). Known answers come from
 //! `testdata/vectors/kdf/gppro_key_diversification_and_session_keys.txt`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use tsm_gp::crypto::diversify::{Diversification, KeyRole};
@@ -248,40 +250,17 @@ async fn software_store_suite_and_storage() {
 // ---------------------------------------------------------------------------------------
 // PKCS#11 store on SoftHSM2
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = support::SOFTHSM_MODULE;
 const TOKEN: &str = "tsm-test";
 const PIN: &str = "4711-user";
 
-/// One SoftHSM2 token directory per test process: SoftHSM reads `SOFTHSM2_CONF` once, at
-/// `C_Initialize`, so every test of this binary shares it (with distinct key ids).
+/// One SoftHSM2 token directory per test process, shared by every test of this binary (with
+/// distinct key ids); those of earlier runs whose process is gone are removed.
 fn softhsm() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        assert!(Path::new(MODULE).exists(), "SoftHSM2 is not installed ({MODULE}); run scripts/install-deps.sh");
-        // Token directories of earlier runs whose process is gone are removed.
-        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if let Some(pid) = name.strip_prefix("tsm_softhsm_")
-                    && !Path::new("/proc").join(pid).exists()
-                {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
-        let dir = std::env::temp_dir().join(format!("tsm_softhsm_{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("tokens")).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", dir.join("tokens").display())).unwrap();
-        // SAFETY (edition 2024): set before any PKCS#11 call; Rust's env accesses are locked.
-        unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
-        let out = std::process::Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", TOKEN, "--so-pin", "4711-so", "--pin", PIN])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .expect("softhsm2-util");
-        assert!(out.status.success(), "softhsm2-util --init-token: {}", String::from_utf8_lossy(&out.stderr));
+        let dir = support::process_dir("tsm_softhsm_");
+        support::init_softhsm_token(&dir, TOKEN, "4711-so", PIN);
         dir
     })
 }

@@ -3,7 +3,8 @@
 //! store of either kind (the software store under a master key file, or PKCS#11 on a SoftHSM2
 //! token in a temporary directory), configured as `tsm serve` reads them, for a
 //! `tsm_server::testkit::Node`. The flow itself (onboarding, phones, deployments, the card's and
-//! the database's registries) is `tsm_server::testkit`, shared with `tsm demo`.
+//! the database's registries) is `tsm_server::testkit`, shared with `tsm demo`. The key store
+//! tests (`keys_stores.rs`) make their SoftHSM2 token with [`init_softhsm_token`] too.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -41,50 +42,61 @@ pub async fn database(backend: Backend) -> Option<TestDb> {
     }
 }
 
-const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const SOFTHSM_TOKEN: &str = "tsm-e2e";
 const SOFTHSM_PIN: &str = "e2e-user-pin";
+
+/// A new directory `<temp>/<prefix><pid>` of this test process; those of earlier test
+/// processes that are gone are removed first.
+pub fn process_dir(prefix: &str) -> PathBuf {
+    let tmp = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(pid) = name.strip_prefix(prefix)
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = tmp.join(format!("{prefix}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
 
 /// A scratch directory of this test process (removed by the next run once the process is gone).
 pub fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let tmp = std::env::temp_dir();
-        if let Ok(entries) = std::fs::read_dir(&tmp) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if let Some(pid) = name.strip_prefix("tsm_e2e_")
-                    && !Path::new("/proc").join(pid).exists()
-                {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
-        let dir = tmp.join(format!("tsm_e2e_{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    })
+    DIR.get_or_init(|| process_dir("tsm_e2e_"))
 }
 
-/// The SoftHSM2 token of this test process: SoftHSM reads `SOFTHSM2_CONF` once per process (at
-/// `C_Initialize`), so every test of the binary shares one token, with distinct key ids.
+/// Makes `dir` a SoftHSM2 token directory holding one token, `label` (SO PIN `so_pin`, user PIN
+/// `pin`), and points this process at it: SoftHSM reads `SOFTHSM2_CONF` once per process (at
+/// `C_Initialize`), so this runs once, before any PKCS#11 call.
+pub fn init_softhsm_token(dir: &Path, label: &str, so_pin: &str, pin: &str) {
+    assert!(Path::new(SOFTHSM_MODULE).exists(), "SoftHSM2 is not installed ({SOFTHSM_MODULE}); run scripts/install-deps.sh");
+    std::fs::create_dir_all(dir.join("tokens")).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", dir.join("tokens").display())).unwrap();
+    // SAFETY (edition 2024): set before the first PKCS#11 call of the process.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
+    let out = std::process::Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label, "--so-pin", so_pin, "--pin", pin])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util");
+    assert!(out.status.success(), "softhsm2-util --init-token: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The SoftHSM2 token of this test process: every test of the binary shares one token (see
+/// [`init_softhsm_token`]), with distinct key ids.
 fn softhsm() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        assert!(Path::new(SOFTHSM_MODULE).exists(), "SoftHSM2 is not installed ({SOFTHSM_MODULE}); run scripts/install-deps.sh");
         let dir = scratch().join("softhsm");
-        std::fs::create_dir_all(dir.join("tokens")).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", dir.join("tokens").display())).unwrap();
-        // SAFETY (edition 2024): set before the first PKCS#11 call of the process.
-        unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
-        let out = std::process::Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", SOFTHSM_TOKEN, "--so-pin", "e2e-so-pin", "--pin", SOFTHSM_PIN])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .expect("softhsm2-util");
-        assert!(out.status.success(), "softhsm2-util --init-token: {}", String::from_utf8_lossy(&out.stderr));
+        init_softhsm_token(&dir, SOFTHSM_TOKEN, "e2e-so-pin", SOFTHSM_PIN);
         std::fs::write(dir.join("pin"), SOFTHSM_PIN).unwrap();
         // The SERAM cookie key is made on first use by whichever session needs it first. On a
         // PKCS#11 token two nodes (or two sessions of one node) making it at the same moment
