@@ -133,6 +133,10 @@ impl EngineKeys {
 fn store_err(e: KeyStoreError) -> KeyError {
     match e {
         KeyStoreError::NotFound(id) => KeyError::NotFound(id.to_string()),
+        // Permanent: the same report again would meet the same refusal (e.g. SoftHSM2 and an
+        // SCP02 card without allow_clear_rewrap), so the process fails with the reason
+        // instead of the agent retrying until its session expires.
+        e @ (KeyStoreError::Unsupported { .. } | KeyStoreError::NotWrappable(_)) => KeyError::Unsupported(format!("{} ({})", e, e.code())),
         e => KeyError::Store(format!("{} ({})", e, e.code())),
     }
 }
@@ -167,5 +171,20 @@ impl KeyProvider for EngineKeys {
     fn random(&mut self, buf: &mut [u8]) {
         // Host challenges must be unpredictable; a failing OS source is not survivable here.
         getrandom::fill(buf).expect("the operating system's random source failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanent_refusals_fail_the_plan_transient_failures_are_retried() {
+        let e = store_err(KeyStoreError::Unsupported { op: "wrapping", detail: "the token cannot wrap with CKM_DES3_ECB".into() });
+        assert_eq!(e, KeyError::Unsupported("wrapping is not supported: the token cannot wrap with CKM_DES3_ECB (keys.unsupported)".into()));
+        assert_eq!(e.code(), "keys.unsupported");
+        assert_eq!(store_err(KeyStoreError::NotWrappable(KeyId::new("issuer/x/master/1/enc").unwrap())).code(), "keys.unsupported");
+        assert_eq!(store_err(KeyStoreError::Backend("database unavailable".into())).code(), "keys.store");
+        assert_eq!(store_err(KeyStoreError::Pkcs11("CKR_DEVICE_ERROR".into())).code(), "keys.store");
     }
 }

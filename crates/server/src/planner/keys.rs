@@ -78,6 +78,11 @@ pub enum KeyError {
     KddRequired(String),
     #[error("key store: {0}")]
     Store(String),
+    /// The key store cannot do what the plan needs, and asking again will not change that (a
+    /// token without a wrapping mechanism, a key that may not be wrapped): the plan fails,
+    /// where [`KeyError::Store`] is a failure worth retrying.
+    #[error("key store: {0}")]
+    Unsupported(String),
 }
 
 impl KeyError {
@@ -86,6 +91,7 @@ impl KeyError {
             KeyError::NotFound(_) => "keys.not_found",
             KeyError::KddRequired(_) => "keys.kdd_required",
             KeyError::Store(_) => "keys.store",
+            KeyError::Unsupported(_) => "keys.unsupported",
         }
     }
 }
