@@ -46,3 +46,5 @@ log "fuzz smoke run"
 bash scripts/fuzz.sh "${TSM_FUZZ_SECONDS:-20}"
 
 log "all tests passed"
+# For the record of the machine the run used (a full run needs several GB for target dirs).
+df -h . | tail -1
