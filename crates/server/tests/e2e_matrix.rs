@@ -10,9 +10,10 @@
 //! instance's state agree.
 //!
 //! One test per database × key store, so that a failure names its combination; the six phones of
-//! a combination run side by side on one node (one after the other on SoftHSM2, which does not
-//! take concurrent use: `support::softhsm_exclusive`), and the combinations run in parallel. A last test runs the same lifecycle with the naive baseline of the
-//! benchmark (`[planner] one_apdu_per_round_trip`).
+//! a combination run side by side on one node, on SoftHSM2 too (whose token does not take
+//! concurrent calls: the PKCS#11 store serializes them, `concurrent_sessions = false`), and the
+//! combinations run in parallel. A last test runs the same lifecycle with the naive baseline of
+//! the benchmark (`[planner] one_apdu_per_round_trip`).
 
 mod support;
 
@@ -58,9 +59,6 @@ async fn matrix(backend: Backend, keys: KeyStoreKind, naive: bool) {
     if std::env::var("E2E_LOG").is_ok() {
         tsm_server::http::init_logging(tsm_server::app::LogFormat::Text);
     }
-    // SoftHSM2 cannot take concurrent use (support::softhsm_exclusive): one phone at a time.
-    let softhsm = keys == KeyStoreKind::SoftHsm;
-    let _exclusive = if softhsm { Some(support::softhsm_exclusive().await) } else { None };
     let t0 = Instant::now();
     let mut config = support::config(&db, keys);
     config.planner.one_apdu_per_round_trip = naive;
@@ -88,16 +86,12 @@ async fn matrix(backend: Backend, keys: KeyStoreKind, naive: bool) {
         phones.push(phone);
     }
 
-    // Every phone's lifecycle, side by side unless on SoftHSM2 (the agent's session future is
-    // not Send: they share this thread).
+    // Every phone's lifecycle, side by side (the agent's session future is not Send: they share
+    // this thread).
     let mut report = Vec::new();
     let local = tokio::task::LocalSet::new();
     let mut tasks = tokio::task::JoinSet::new();
     for phone in phones {
-        if softhsm {
-            report.push(lifecycle(&combo, &node.base, node.store(), &provider, &service, &phone, naive).await);
-            continue;
-        }
         let (node_base, provider, service, store, combo) = (node.base.clone(), provider.clone(), service.clone(), node.store().clone(), combo.clone());
         tasks.spawn_local_on(async move { lifecycle(&combo, &node_base, &store, &provider, &service, &phone, naive).await }, &local);
     }

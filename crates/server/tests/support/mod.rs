@@ -9,10 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use tsm_gp::crypto::KeyAlg;
-use tsm_server::api::seram::COOKIE_KEY;
 use tsm_server::config::{Config, KeysConfig};
-use tsm_server::keys::{KeyId, KeyStore, Pkcs11KeyStore, Pkcs11Options};
 use tsm_server::store::testing::{self, TestDb};
 use tsm_server::testkit::{self, KitResult, Node};
 
@@ -98,25 +95,8 @@ fn softhsm() -> &'static Path {
         let dir = scratch().join("softhsm");
         init_softhsm_token(&dir, SOFTHSM_TOKEN, "e2e-so-pin", SOFTHSM_PIN);
         std::fs::write(dir.join("pin"), SOFTHSM_PIN).unwrap();
-        // The SERAM cookie key is made on first use by whichever session needs it first. On a
-        // PKCS#11 token two nodes (or two sessions of one node) making it at the same moment
-        // can each destroy their copy as the duplicate of the other's, and a cookie MAC'd under
-        // a destroyed copy no longer verifies (`seram.bad_report`). Provision it once, before any
-        // node starts, as an operator would.
-        let ks = Pkcs11KeyStore::open(Path::new(SOFTHSM_MODULE), SOFTHSM_TOKEN, SOFTHSM_PIN, Pkcs11Options { allow_clear_rewrap: true, concurrent_sessions: false }).expect("the SoftHSM2 token");
-        ks.generate(&KeyId::new(COOKIE_KEY).unwrap(), KeyAlg::Aes256).expect("the SERAM cookie key");
         dir
     })
-}
-
-/// SoftHSM2 2.6 is not safe under concurrent use of one token from several threads: token
-/// objects created while other sessions use the token fail now and then with
-/// CKR_GENERAL_ERROR (its file object store; softhsm/SoftHSMv2#573), which the server reports
-/// as `keys.pkcs11` (500, or 503 to an agent, which sends the report again). Tests on SoftHSM2
-/// therefore hold this lock and drive one phone at a time; production HSMs have no such limit.
-pub async fn softhsm_exclusive() -> tokio::sync::MutexGuard<'static, ()> {
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    LOCK.lock().await
 }
 
 /// The `[keys]` section for `kind`, with its secret as a `file:` source (as in production).
