@@ -85,12 +85,15 @@ fn raw_mechanism(val: c_ulong) -> MechanismType {
     unsafe { std::mem::transmute::<c_ulong, MechanismType>(val) }
 }
 
+/// A loaded module and the lock that serializes calls into it.
+type ModuleContext = (Pkcs11, Arc<Mutex<()>>);
+
 /// One loaded and initialized module per path, for the whole process: `C_Initialize` may run
 /// once, and a second `Pkcs11` on the same library would share its state anyway.
 /// With it, the lock that serializes calls into that module: shared by every store of the
 /// process on that module (two stores on one token are one module's state).
-fn context(module: &Path) -> Result<(Pkcs11, Arc<Mutex<()>>), KeyStoreError> {
-    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, (Pkcs11, Arc<Mutex<()>>)>>> = OnceLock::new();
+fn context(module: &Path) -> Result<ModuleContext, KeyStoreError> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, ModuleContext>>> = OnceLock::new();
     let mut map = CONTEXTS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
     if let Some(c) = map.get(module) {
         return Ok(c.clone());
