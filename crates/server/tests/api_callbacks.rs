@@ -57,7 +57,7 @@ async fn callbacks_are_retried_until_accepted() {
         let config = Config { callbacks: CallbacksConfig { max_attempts: 3, initial_backoff_ms: 50, max_backoff_ms: 200, timeout_ms: 2000 }, ..Config::default() };
         let ts = TestServer::start_with(&db, api_config(), config).await;
         let t = ts.provider_with("acme", Some(&url)).await;
-        ts.se_for("CIN-1", "uicc", "generic-uicc", &t, None).await;
+        ts.se_for("CIN-1", "uicc", "uicc", &t, None).await;
         let c = ts.catalog(&t, "wallet", None, None).await;
         let (_, inst) = ts.call("POST", "/api/v1/service-instances", Some(&t.token), Some(json!({"serviceId": c.service_id, "seId": "CIN-1"}))).await;
         let (s, q) = ts.call("POST", &format!("/api/v1/service-instances/{}/deploy", inst["id"].as_str().unwrap()), Some(&t.token), None).await;

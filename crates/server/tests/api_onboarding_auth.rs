@@ -27,7 +27,7 @@ async fn onboarding_shows_kcvs_never_keys() {
 
         // SE with imported ISD keys: the pySim SCP03 vector keys, whose KCVs the vectors give
         // (testdata/vectors/README.md, SCP03_KCV_Test: ENC C35280, MAC 013808, DEK 840DE5).
-        let sd = ts.se_for("CIN-0001", "uicc", "generic-uicc", &t, Some(32_000)).await;
+        let sd = ts.se_for("CIN-0001", "uicc", "uicc", &t, Some(32_000)).await;
         assert_eq!(sd["kind"], "ssd");
         assert_eq!(sd["providerId"], t.id.as_str());
         assert_eq!(sd["memoryQuota"], 32_000);
@@ -41,23 +41,31 @@ async fn onboarding_shows_kcvs_never_keys() {
         // SE with keys diversified from the issuer's master keys.
         let iid = issuer["id"].as_str().unwrap();
         let (s, se2) = ts
-            .admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-0002", "carrier": "ese", "profile": "p", "issuerId": iid, "isdAid": "A000000151000000", "isdKeys": {"kind": "diversified"}, "cplc": "00".repeat(42)})))
+            .admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-0002", "carrier": "ese", "profile": "ese", "issuerId": iid, "isdAid": "A000000151000000", "isdKeys": {"kind": "diversified"}, "cplc": "00".repeat(42)})))
             .await;
         assert_eq!(s, 201, "{se2}");
         assert_eq!(se2["isdKeyset"]["kind"], "diversified");
         assert_eq!(se2["isdKeyset"]["diversification"], "emv-cps11");
         // Diversified without an issuer's master keys: refused.
-        let r = ts.admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-0003", "carrier": "ese", "profile": "p", "isdAid": "A000000151000000", "isdKeys": {"kind": "diversified"}}))).await;
+        let r = ts.admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-0003", "carrier": "ese", "profile": "ese", "isdAid": "A000000151000000", "isdKeys": {"kind": "diversified"}}))).await;
         assert_err(&r, 422, "admin.no_master_keys");
         // Bad key length, bad AID, duplicate SE, unknown provider for an SSD.
         let r = ts
-            .admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-0004", "carrier": "ese", "profile": "p", "isdAid": "A000000151000000", "isdKeys": {"kind": "imported", "kvn": 1, "alg": "aes128", "enc": "00", "mac": "00", "dek": "00"}})))
+            .admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-0004", "carrier": "ese", "profile": "ese", "isdAid": "A000000151000000", "isdKeys": {"kind": "imported", "kvn": 1, "alg": "aes128", "enc": "00", "mac": "00", "dek": "00"}})))
             .await;
         assert_err(&r, 400, "request.invalid");
-        let r = ts.admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-0005", "carrier": "ese", "profile": "p", "isdAid": "A0"}))).await;
+        let r = ts.admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-0005", "carrier": "ese", "profile": "ese", "isdAid": "A0"}))).await;
         assert_err(&r, 400, "request.invalid");
-        let r = ts.admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-0001", "carrier": "ese", "profile": "p", "isdAid": "A000000151000000"}))).await;
+        let r = ts.admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-0001", "carrier": "ese", "profile": "ese", "isdAid": "A000000151000000"}))).await;
         assert_err(&r, 409, "sp.conflict");
+        // A profile the engine does not know, or one of another carrier: refused at once rather
+        // than failing every later process on the SE.
+        let r = ts.admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-0006", "carrier": "uicc", "profile": "generic-uicc", "isdAid": "A000000151000000"}))).await;
+        assert_err(&r, 400, "request.invalid");
+        assert!(r.1.to_string().contains("uicc, microsd, ese"), "{}", r.1);
+        let r = ts.admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-0007", "carrier": "microsd", "profile": "ese", "isdAid": "A000000151000000"}))).await;
+        assert_err(&r, 400, "request.invalid");
+        assert!(db.store.secure_elements().get(&"CIN-0006".parse().unwrap()).await.unwrap().is_none(), "nothing stored for an unknown profile");
         let r = ts.admin("POST", "/api/v1/admin/secure-elements/CIN-0002/security-domains", Some(json!({"providerId": uuid::Uuid::new_v4(), "aid": "A00000015153504101"}))).await;
         assert_err(&r, 404, "sp.not_found");
         assert!(db.store.secure_elements().get(&"CIN-0004".parse().unwrap()).await.unwrap().is_none(), "nothing stored for a refused SE");

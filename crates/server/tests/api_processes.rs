@@ -35,7 +35,7 @@ async fn instance_lifecycle_and_processes() {
         let ts = TestServer::start(&db).await;
         let t = ts.provider("acme").await;
         let tok = Some(t.token.as_str());
-        ts.se_for("CIN-1", "uicc", "generic-uicc", &t, Some(10_000)).await;
+        ts.se_for("CIN-1", "uicc", "uicc", &t, Some(10_000)).await;
         let c = ts.catalog(&t, "wallet", Some("uicc"), Some(6_000)).await;
 
         // Create (eligibility passes): NOT_DEPLOYED, nothing in flight.
@@ -142,10 +142,10 @@ async fn eligibility() {
         let ts = TestServer::start(&db).await;
         let t = ts.provider("acme").await;
         let tok = Some(t.token.as_str());
-        ts.se_for("CIN-ESE", "ese", "phone-ese", &t, Some(10_000)).await;
-        ts.se_for("CIN-UICC", "uicc", "generic-uicc", &t, Some(10_000)).await;
+        ts.se_for("CIN-ESE", "ese", "ese", &t, Some(10_000)).await;
+        ts.se_for("CIN-UICC", "uicc", "uicc", &t, Some(10_000)).await;
         // An SE the provider has no SSD on, and one that does not exist: the same 404.
-        let (s, _) = ts.admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-OTHER", "carrier": "uicc", "profile": "generic-uicc", "isdAid": "A000000151000000"}))).await;
+        let (s, _) = ts.admin("POST", "/api/v1/admin/secure-elements", Some(json!({"seId": "CIN-OTHER", "carrier": "uicc", "profile": "uicc", "isdAid": "A000000151000000"}))).await;
         assert_eq!(s, 201);
         let c = ts.catalog(&t, "wallet", Some("uicc"), Some(6_000)).await;
         for se in ["CIN-OTHER", "CIN-NONE", "bad id with spaces"] {

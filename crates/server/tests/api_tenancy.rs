@@ -53,7 +53,7 @@ async fn another_providers_objects_are_not_found_and_unchanged() {
         let ts = TestServer::start(&db).await;
         let a = ts.provider("provider-a").await;
         let b = ts.provider("provider-b").await;
-        ts.se_for("CIN-B", "uicc", "generic-uicc", &b, None).await;
+        ts.se_for("CIN-B", "uicc", "uicc", &b, None).await;
         let cb = ts.catalog(&b, "b-wallet", None, None).await;
         let (s, script) = ts
             .call("POST", "/api/v1/personalization-scripts", Some(&b.token), Some(json!({"applicationConfigId": cb.app_config_id, "name": "p", "blocks": [{"data": "0101035A0102"}]})))

@@ -314,7 +314,7 @@ pub struct NewSecureElement {
     pub iccid: Option<String>,
     /// `uicc`, `microsd` or `ese`.
     pub carrier: String,
-    /// Card profile name (`tsm_gp::profile`).
+    /// Card profile: one of the built-in profiles `uicc`, `microsd`, `ese` (`tsm_gp::profile`), of the same carrier.
     pub profile: String,
     #[serde(default)]
     pub issuer_id: Option<uuid::Uuid>,
@@ -414,6 +414,14 @@ pub async fn create_secure_element(admin: Admin, State(state): State<AppState>, 
     let carrier: Carrier = req.carrier.parse()?;
     let isd_aid: Aid = req.isd_aid.parse()?;
     check_name(&req.profile, "profile")?;
+    // The engine plans with the built-in profile of this name (engine/inputs.rs); refusing an
+    // unknown one here beats every later process on the SE failing with engine.unknown_profile.
+    let profile = tsm_gp::profile::CardProfile::builtin(&req.profile).ok_or_else(|| {
+        ApiError::invalid(format!("profile: {:?} is not a card profile the engine knows ({})", req.profile, tsm_gp::profile::CardProfile::BUILTIN.join(", ")))
+    })?;
+    if profile.carrier.as_str() != carrier.as_str() {
+        return Err(ApiError::invalid(format!("profile: {:?} is a {} profile, the carrier is {}", req.profile, profile.carrier.as_str(), carrier.as_str())));
+    }
     if let Some(c) = &req.cplc {
         let b = tsm_gp::hex::decode(c).map_err(|_| ApiError::invalid("cplc: not hex"))?;
         if b.len() != 42 {
