@@ -386,8 +386,11 @@ fn decode_exchanges(
                     Ok(mon) => {
                         cmd_event.checks.push("host cryptogram ok, C-MAC ok".into());
                         rep.level = Some(mon.level().to_string());
-                        if let Some(i) = mon.i_candidates().first() {
-                            rep.scp = Some(format!("SCP02 i={i:02X}"));
+                        // Options that differ only in what the card does (a pseudo-random
+                        // challenge, i=15 vs 55) look the same on the wire: name all that fit.
+                        let fit: Vec<String> = mon.i_candidates().iter().map(|i| format!("{i:02X}")).collect();
+                        if !fit.is_empty() {
+                            rep.scp = Some(format!("SCP02 i={}", fit.join(" or ")));
                         }
                         Channel::Scp02(Box::new(mon))
                     }

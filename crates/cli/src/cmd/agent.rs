@@ -277,7 +277,8 @@ fn describe(event: &AgentEvent, verbose: bool) -> Option<String> {
         AgentEvent::Notification(text) => format!("  notification: {text}"),
         AgentEvent::Warning(text) => format!("  warning: {text}"),
         AgentEvent::Retrying { endpoint, attempt, error, wait } => {
-            format!("retrying {endpoint} in {:.1?} (attempt {} failed: {error})", wait, attempt)
+            let when = if wait.is_zero() { "now".to_string() } else { format!("in {:.1} s", wait.as_secs_f64()) };
+            format!("retrying {endpoint} {when} (attempt {attempt} failed: {error})")
         }
         AgentEvent::Stopped => "  stop".into(),
         _ => return None,
