@@ -240,6 +240,9 @@ async fn openapi_covers_every_route() {
         ("post", "/api/v1/admin/secure-elements"),
         ("get", "/api/v1/admin/secure-elements/{seId}"),
         ("post", "/api/v1/admin/secure-elements/{seId}/security-domains"),
+        ("get", "/api/v1/admin/processes/{processId}"),
+        ("get", "/api/v1/admin/processes/{processId}/apdus"),
+        ("get", "/api/v1/admin/audit-log"),
     ];
     let mut documented = 0;
     for (path, item) in paths {

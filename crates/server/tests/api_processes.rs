@@ -82,6 +82,17 @@ async fn instance_lifecycle_and_processes() {
         assert_eq!(s, 200);
         assert_eq!(apdus[0]["command"], "00A4040008A000000151000000");
         assert_eq!(apdus[1]["sw"], "6A88");
+        // The operator reads the same process and APDU log without the provider's token; a
+        // provider's token is not an admin token, and an unknown process is 404.
+        let (s, ap) = ts.admin("GET", &format!("/api/v1/admin/processes/{pid}"), None).await;
+        assert_eq!(s, 200, "{ap}");
+        assert_eq!(ap, p, "the operator's view of a process is the provider's");
+        assert_eq!(ap["spId"], t.id.as_str());
+        let (s, aapdus) = ts.admin("GET", &format!("/api/v1/admin/processes/{pid}/apdus"), None).await;
+        assert_eq!((s, &aapdus), (200, &apdus));
+        assert_eq!(ts.call("GET", &format!("/api/v1/admin/processes/{pid}"), tok, None).await.0, 401);
+        assert_err(&ts.admin("GET", &format!("/api/v1/admin/processes/{}", uuid::Uuid::new_v4()), None).await, 404, "sp.not_found");
+        assert_err(&ts.admin("GET", "/api/v1/admin/processes/not-a-uuid/apdus", None).await, 404, "sp.not_found");
         let calls: Vec<_> = (0..4)
             .map(|_| {
                 let (http, url, token) = (ts.http.clone(), ts.url(&format!("/api/v1/service-instances/{iid}/deploy")), t.token.clone());
@@ -122,6 +133,21 @@ async fn instance_lifecycle_and_processes() {
         let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
         assert_eq!(actions, ["create", "deploy", "deploy", "suspend", "resume", "update", "terminate"]);
         assert!(audit.iter().all(|a| a.actor == format!("provider:{}", t.id)));
+        // The operator's audit log holds the provider's records (with spId) and the operator's
+        // own (the SE registration, no spId), in order; paging by id works.
+        let (s, all) = ts.admin("GET", "/api/v1/admin/audit-log?limit=1000", None).await;
+        assert_eq!(s, 200, "{all}");
+        let all = all.as_array().unwrap();
+        let (_, own) = ts.call("GET", "/api/v1/audit-log?limit=1000", tok, None).await;
+        let own = own.as_array().unwrap();
+        assert!(all.len() > own.len(), "operator records too: {all:?}");
+        assert!(own.iter().all(|r| all.contains(r)), "every provider record is in the operator's log");
+        assert!(all.iter().any(|r| r["spId"].is_null() && r["objectType"] == "secure_element"), "{all:?}");
+        assert!(all.windows(2).all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()));
+        let after = all[0]["id"].as_i64().unwrap();
+        let (_, page) = ts.admin("GET", &format!("/api/v1/admin/audit-log?after={after}&limit=2"), None).await;
+        assert_eq!(page.as_array().unwrap().as_slice(), &all[1..3]);
+        assert_err(&ts.admin("GET", "/api/v1/admin/audit-log?limit=x", None).await, 400, "request.invalid");
         ts.stop().await;
         db.finish().await;
     }

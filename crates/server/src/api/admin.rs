@@ -560,3 +560,34 @@ pub async fn create_security_domain(
     state.store.audit_log().append(&admin.audit("create", "security_domain", sd.id, Some(provider), Some(detail))).await?;
     Ok((StatusCode::CREATED, ApiJson(sd_view(&state, &sd).await?)))
 }
+
+/// A process of any provider, with its steps: what an operator reads when a provider or a phone
+/// reports a failed deployment (the provider's own view is `GET /api/v1/processes/{processId}`).
+#[utoipa::path(get, path = "/api/v1/admin/processes/{processId}", tag = "admin", security(("adminToken" = [])),
+    params(("processId" = String, Path)), responses((status = 200, body = ProcessView), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get_process(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<ApiJson<ProcessView>> {
+    let pr = any_process(&state, &id).await?;
+    let steps = state.store.processes().steps(pr.provider_id, pr.id).await?;
+    Ok(ApiJson(ProcessView::new(&pr, Some(&steps))))
+}
+
+/// The APDU log of a process of any provider, in wire form (for `tsm trace decode`).
+#[utoipa::path(get, path = "/api/v1/admin/processes/{processId}/apdus", tag = "admin", security(("adminToken" = [])),
+    params(("processId" = String, Path)), responses((status = 200, body = [ApduView]), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get_process_apdus(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<ApiJson<Vec<ApduView>>> {
+    let pr = any_process(&state, &id).await?;
+    Ok(ApiJson(state.store.apdu_log().list(pr.provider_id, pr.id).await?.iter().map(ApduView::from).collect()))
+}
+
+async fn any_process(state: &AppState, id: &str) -> ApiResult<Process> {
+    let id: ProcessId = parse_id(id, "process")?;
+    state.store.processes().get_unscoped(id).await?.ok_or_else(|| ApiError::not_found("process"))
+}
+
+/// The whole audit log, every provider's records and the operator's, oldest first.
+#[utoipa::path(get, path = "/api/v1/admin/audit-log", tag = "admin", security(("adminToken" = [])), params(super::sp::AuditQuery), responses((status = 200, body = [AuditView])))]
+pub async fn list_audit(_: Admin, State(state): State<AppState>, q: Result<axum::extract::Query<super::sp::AuditQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<ApiJson<Vec<AuditView>>> {
+    let axum::extract::Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let rows = state.store.audit_log().list_all(q.after.unwrap_or(0), q.limit.unwrap_or(100).min(1000)).await?;
+    Ok(ApiJson(rows.iter().map(AuditView::from).collect()))
+}

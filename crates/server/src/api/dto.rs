@@ -392,6 +392,9 @@ impl From<&ApduLogEntry> for ApduView {
 pub struct AuditView {
     pub id: i64,
     pub at: i64,
+    /// The provider the record belongs to; absent for operator-wide records (issuers, SEs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sp_id: Option<uuid::Uuid>,
     pub actor: String,
     pub action: String,
     pub object_type: String,
@@ -401,6 +404,6 @@ pub struct AuditView {
 
 impl From<&AuditEntry> for AuditView {
     fn from(a: &AuditEntry) -> Self {
-        AuditView { id: a.id, at: a.at, actor: a.actor.clone(), action: a.action.clone(), object_type: a.object_type.clone(), object_id: a.object_id.clone(), detail: a.detail.clone() }
+        AuditView { id: a.id, at: a.at, sp_id: a.provider_id.map(|p| p.0), actor: a.actor.clone(), action: a.action.clone(), object_type: a.object_type.clone(), object_id: a.object_id.clone(), detail: a.detail.clone() }
     }
 }

@@ -115,6 +115,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::create_secure_element))
         .routes(routes!(admin::get_secure_element))
         .routes(routes!(admin::create_security_domain))
+        .routes(routes!(admin::get_process))
+        .routes(routes!(admin::get_process_apdus))
+        .routes(routes!(admin::list_audit))
 }
 
 /// The OpenAPI document of the provider and admin APIs.

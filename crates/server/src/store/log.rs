@@ -71,6 +71,20 @@ impl AuditLog<'_> {
             .collect()
     }
 
+    /// Every provider's records and the operator-wide ones, oldest first, after id `after`
+    /// (operator use).
+    pub async fn list_all(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        sqlx::query("SELECT * FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(self.s.pool())
+            .await
+            .map_err(db_err("audit log"))?
+            .iter()
+            .map(audit)
+            .collect()
+    }
+
     /// Every record about one object (operator use).
     pub async fn list_for_object_unscoped(&self, object_type: &str, object_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
         sqlx::query("SELECT * FROM audit_log WHERE object_type = $1 AND object_id = $2 ORDER BY id")
