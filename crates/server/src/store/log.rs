@@ -59,23 +59,21 @@ impl AuditLog<'_> {
 
     /// A provider's audit records, oldest first, after id `after` (paging).
     pub async fn list(&self, provider: ProviderId, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        sqlx::query("SELECT * FROM audit_log WHERE provider_id = $1 AND id > $2 ORDER BY id LIMIT $3")
-            .bind(provider.to_string())
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(self.s.pool())
-            .await
-            .map_err(db_err("audit log"))?
-            .iter()
-            .map(audit)
-            .collect()
+        self.page(Some(provider), after, limit).await
     }
 
     /// Every provider's records and the operator-wide ones, oldest first, after id `after`
     /// (operator use).
     pub async fn list_all(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        sqlx::query("SELECT * FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2")
-            .bind(after)
+        self.page(None, after, limit).await
+    }
+
+    async fn page(&self, provider: Option<ProviderId>, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let q = match provider {
+            Some(p) => sqlx::query("SELECT * FROM audit_log WHERE provider_id = $1 AND id > $2 ORDER BY id LIMIT $3").bind(p.to_string()),
+            None => sqlx::query("SELECT * FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2"),
+        };
+        q.bind(after)
             .bind(i64::from(limit))
             .fetch_all(self.s.pool())
             .await
