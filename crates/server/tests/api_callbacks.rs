@@ -12,7 +12,7 @@ use std::time::Duration;
 use tsm_server::config::{CallbacksConfig, Config};
 use tsm_server::domain::*;
 use tsm_server::store::processes::ProcessCommit;
-use tsm_server::store::testing::databases;
+use tsm_server::store::testing::{databases, first_database};
 
 #[derive(Default)]
 struct Received {
@@ -119,7 +119,7 @@ async fn callbacks_are_retried_until_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_urls_are_checked() {
-    let db = databases().await.into_iter().next().unwrap();
+    let db = first_database().await;
     let api = tsm_server::app::ApiConfig { allow_http_callbacks: false, ..api_config() };
     let ts = TestServer::start_with(&db, api, Config::default()).await;
     let r = ts.admin("POST", "/api/v1/admin/service-providers", Some(json!({"name": "x", "callbackUrl": "http://example.invalid/cb"}))).await;

@@ -7,7 +7,7 @@ use api_support::*;
 use serde_json::{Value, json};
 use tsm_server::app::token_hash;
 use tsm_server::domain::{ApiToken, ProviderId, TokenId, now_ms};
-use tsm_server::store::testing::databases;
+use tsm_server::store::testing::{databases, first_database};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onboarding_shows_kcvs_never_keys() {
@@ -181,7 +181,7 @@ async fn error_answers() {
 /// serving, and that no route was added around it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_covers_every_route() {
-    let db = databases().await.into_iter().next().unwrap();
+    let db = first_database().await;
     let ts = TestServer::start(&db).await;
     let (s, doc) = ts.call("GET", "/openapi.json", None, None).await;
     assert_eq!(s, 200);

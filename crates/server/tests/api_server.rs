@@ -10,11 +10,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tsm_server::config::Config;
 use tsm_server::http::{Listener, serve, tls_config};
-use tsm_server::store::testing::databases;
+use tsm_server::store::testing::first_database;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_tls_with_a_generated_certificate() {
-    let db = databases().await.into_iter().next().unwrap();
+    let db = first_database().await;
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
@@ -57,7 +57,7 @@ async fn serves_tls_with_a_generated_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_in_flight_requests() {
-    let db = databases().await.into_iter().next().unwrap();
+    let db = first_database().await;
     let ts = TestServer::start(&db).await;
     let t = ts.provider("acme").await;
     let addr = ts.base.trim_start_matches("http://").to_string();
@@ -90,7 +90,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stuck_connections_are_dropped_after_the_grace_period() {
-    let db = databases().await.into_iter().next().unwrap();
+    let db = first_database().await;
     let api = tsm_server::app::ApiConfig { shutdown_grace_seconds: 1, ..api_config() };
     let ts = TestServer::start_with(&db, api, Config::default()).await;
     let t = ts.provider("acme").await;

@@ -127,3 +127,17 @@ pub async fn databases() -> Vec<TestDb> {
     }
     out
 }
+
+/// One fresh database for a test that needs any backend: SQLite when selected, else PostgreSQL.
+/// (Taking the first of [`databases`] would create a PostgreSQL database and never drop it.)
+pub async fn first_database() -> TestDb {
+    let (sqlite, pg) = selected();
+    if sqlite {
+        return TestDb::sqlite().await.expect("SQLite test database");
+    }
+    let server = pg.expect("a backend is selected");
+    match postgres_or_skip(&server).await {
+        Some(db) => db,
+        None => panic!("no test database: SQLite not selected and PostgreSQL at {server} unreachable"),
+    }
+}
